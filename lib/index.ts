@@ -1,0 +1,20 @@
+// tessera: LLM inference for Node.js. Public entry point (CommonJS; dist/index.mjs re-exports it).
+export { Tensor, numel, type Device, type Shape } from './tensor';
+export { DTYPES, byteSize, isDType, type DType, type Storage } from './dtype';
+export { DisposedError } from './errors';
+export {
+  ops,
+  WEIGHT_DTYPES,
+  type Ops,
+  type WeightDType,
+  type RopeMode,
+  type RopeOptions,
+  type AttentionOptions,
+  type PagePool,
+  type PageTable,
+  type PagedAttentionOptions,
+} from './ops';
+export { backends, nativeInfo, activeDevice, type BackendReport, type NativeInfo, type CudaDeviceInfo, type DeviceChoice } from './native';
+
+import { version as pkgVersion } from './version';
+export const version: string = pkgVersion;

@@ -1,0 +1,214 @@
+// Finds and loads the native addon: a CUDA-enabled binary when a usable GPU is present, else the
+// CPU binary that node-gyp-build finds (prebuilds/<platform>-<arch>/ or build/Release/).
+// TESSERA_DEVICE=cpu|cuda|auto overrides the choice. Nothing is built or downloaded here.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+/** Where the package lives (dist/.. when compiled). */
+export const PACKAGE_ROOT = path.resolve(__dirname, '..');
+
+export type DeviceChoice = 'cpu' | 'cuda' | 'auto';
+
+export interface CudaDeviceInfo {
+  index: number;
+  name: string;
+  computeCapability: string;
+  totalMemory: number;
+}
+
+export interface NativeInfo {
+  isa: string;
+  bestIsa: string;
+  isas: string[];
+  cpuFeatures: string;
+  threads: number;
+  cores: number;
+  cuda: {
+    compiled: boolean;
+    usable: boolean;
+    reason: string;
+    driverVersion: number;
+    runtimeVersion: number;
+    devices: CudaDeviceInfo[];
+  };
+}
+
+type Args = Record<string, unknown>;
+
+/** The typed contract of the native module (native/napi/addon.cc). */
+export interface Addon {
+  info(): NativeInfo;
+  setThreads(n: number): number;
+  setIsa(isa: string): boolean;
+  matmul(a: Args): void;
+  rmsnorm(a: Args): void;
+  rope(a: Args): void;
+  swiglu(a: Args): void;
+  softmax(a: Args): void;
+  varlenAttention(a: Args): void;
+  pagedAttention(a: Args): void;
+  kvAppend(a: Args): void;
+  convert(a: Args): void;
+}
+
+export interface BackendReport {
+  name: 'cpu' | 'cuda';
+  available: boolean;
+  /** The binary that provides it (when one was found). */
+  binary?: string;
+  /** Why it is not available. */
+  reason?: string;
+  /** CPU: the kernel set in use and all the ones this CPU supports. */
+  isa?: string;
+  isas?: string[];
+  cpuFeatures?: string;
+  threads?: number;
+  devices?: CudaDeviceInfo[];
+}
+
+interface Loaded {
+  addon: Addon;
+  binary: string;
+  device: 'cpu' | 'cuda';
+  reports: BackendReport[];
+}
+
+let loaded: Loaded | undefined;
+
+function deviceChoice(): DeviceChoice {
+  const raw = (process.env.TESSERA_DEVICE ?? 'auto').trim().toLowerCase();
+  if (raw === '' || raw === 'auto') return 'auto';
+  if (raw === 'cpu' || raw === 'cuda') return raw;
+  throw new RangeError(`TESSERA_DEVICE must be cpu, cuda or auto, got ${JSON.stringify(process.env.TESSERA_DEVICE)}`);
+}
+
+/** Candidate CUDA binaries, in order: the prebuilt one, then a local cmake-js build. */
+function cudaCandidates(): string[] {
+  const tag = `${process.platform}-${process.arch}`;
+  return [
+    path.join(PACKAGE_ROOT, 'prebuilds', `${tag}-cuda`, 'tessera_cuda.node'),
+    path.join(PACKAGE_ROOT, 'build-cuda', 'Release', 'tessera_cuda.node'),
+  ];
+}
+
+function requireAddon(file: string): Addon {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return require(file) as Addon;
+}
+
+function tryCuda(reports: BackendReport[]): Loaded | undefined {
+  const tried: string[] = [];
+  for (const file of cudaCandidates()) {
+    if (!fs.existsSync(file)) {
+      tried.push(`${file} (not found)`);
+      continue;
+    }
+    try {
+      const addon = requireAddon(file);
+      const info = addon.info();
+      if (info.cuda.usable) {
+        const report: BackendReport = { name: 'cuda', available: true, binary: file, devices: info.cuda.devices };
+        reports.push(report);
+        return { addon, binary: file, device: 'cuda', reports };
+      }
+      tried.push(`${file} (loaded, but ${info.cuda.reason})`);
+    } catch (err) {
+      tried.push(`${file} (failed to load: ${(err as Error).message})`);
+    }
+  }
+  reports.push({ name: 'cuda', available: false, reason: tried.join('; ') });
+  return undefined;
+}
+
+function loadCpu(reports: BackendReport[]): Loaded {
+  // node-gyp-build looks in prebuilds/<platform>-<arch>/ then build/Release and build/Debug.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const nodeGypBuild = require('node-gyp-build') as { (dir: string): Addon; resolve(dir: string): string };
+  let binary: string;
+  try {
+    binary = nodeGypBuild.resolve(PACKAGE_ROOT);
+  } catch (err) {
+    throw new Error(
+      [
+        `tessera: no native binary for ${process.platform}-${process.arch} (node ${process.version}).`,
+        `Tried: ${path.join(PACKAGE_ROOT, 'prebuilds', `${process.platform}-${process.arch}`)}/*.node, ` +
+          `${path.join(PACKAGE_ROOT, 'build', 'Release')}/tessera.node.`,
+        `(${(err as Error).message.split('\n')[0]})`,
+        'Possible solutions:',
+        '  - reinstall tessera so its prebuilt binaries are present (check that node_modules/tessera/prebuilds exists);',
+        '  - build from source (needs a C++17 compiler, python3 and make): npm rebuild tessera --build-from-source',
+        '    or, inside the repository: npm run build:native;',
+        '  - set TESSERA_DEVICE=cpu if a CUDA binary was meant to be skipped.',
+      ].join('\n'),
+    );
+  }
+  const addon = requireAddon(binary);
+  const info = addon.info();
+  reports.unshift({
+    name: 'cpu',
+    available: true,
+    binary,
+    isa: info.isa,
+    isas: info.isas,
+    cpuFeatures: info.cpuFeatures,
+    threads: info.threads,
+  });
+  return { addon, binary, device: 'cpu', reports };
+}
+
+function load(): Loaded {
+  if (loaded) return loaded;
+  const choice = deviceChoice();
+  const reports: BackendReport[] = [];
+  if (choice !== 'cpu') {
+    const cuda = tryCuda(reports);
+    if (cuda) {
+      const info = cuda.addon.info();
+      reports.unshift({
+        name: 'cpu',
+        available: true,
+        binary: cuda.binary,
+        isa: info.isa,
+        isas: info.isas,
+        cpuFeatures: info.cpuFeatures,
+        threads: info.threads,
+      });
+      loaded = cuda;
+      return cuda;
+    }
+    if (choice === 'cuda') {
+      throw new Error(
+        `tessera: TESSERA_DEVICE=cuda but no usable CUDA backend: ${reports[0].reason}.\n` +
+          'Possible solutions: install an NVIDIA driver and a GPU of compute capability >= 7.5; build the CUDA ' +
+          'binary with `npm run build:cmake` (needs nvcc); or unset TESSERA_DEVICE to run on the CPU.',
+      );
+    }
+  } else {
+    reports.push({ name: 'cuda', available: false, reason: 'skipped: TESSERA_DEVICE=cpu' });
+  }
+  loaded = loadCpu(reports);
+  return loaded;
+}
+
+/** The loaded native module (loads it on first use). */
+export function addon(): Addon {
+  return load().addon;
+}
+
+/** Which device the loaded binary computes on. */
+export function activeDevice(): 'cpu' | 'cuda' {
+  return load().device;
+}
+
+/** What is available, which binary provides it, and why a backend is not available. */
+export function backends(): BackendReport[] {
+  const l = load();
+  const info = l.addon.info();
+  return l.reports.map((r) => (r.name === 'cpu' ? { ...r, isa: info.isa, threads: info.threads } : r));
+}
+
+/** Native build and CPU details: the kernel set in use, threads, the CUDA probe. */
+export function nativeInfo(): NativeInfo & { binary: string; device: 'cpu' | 'cuda' } {
+  const l = load();
+  return { ...l.addon.info(), binary: l.binary, device: l.device };
+}

@@ -1,0 +1,47 @@
+// The CPU backend's inner loops, one table per instruction set (scalar, AVX2, AVX-512, NEON).
+// The ops in native/cpu/*.cc call these through kernels(), which the dispatcher points at the
+// best set the running CPU supports; every set is tested against the scalar one.
+#pragma once
+
+#include <cstdint>
+
+#include "tessera/cpu_features.h"
+#include "tessera/dtype.h"
+
+namespace tessera::cpu {
+
+struct Kernels {
+  // Dot products of an f32 vector x (n) with one weight row of n elements in each storage type.
+  float (*dot_f32)(const float* x, const float* w, int64_t n);
+  float (*dot_f16)(const float* x, const uint16_t* w, int64_t n);
+  float (*dot_bf16)(const float* x, const uint16_t* w, int64_t n);
+  float (*dot_q8_0)(const float* x, const BlockQ8_0* w, int64_t n);  // n % 32 == 0
+  float (*dot_q4_0)(const float* x, const BlockQ4_0* w, int64_t n);  // n % 32 == 0
+  // y (n) += a * x (n), x in f32 or f16 (the value pass of attention).
+  void (*axpy_f32)(float* y, float a, const float* x, int64_t n);
+  void (*axpy_f16)(float* y, float a, const uint16_t* x, int64_t n);
+  // Row conversions to f32 (dequantisation), n elements.
+  void (*f16_to_f32)(const uint16_t* x, float* y, int64_t n);
+  void (*bf16_to_f32)(const uint16_t* x, float* y, int64_t n);
+  void (*q8_0_to_f32)(const BlockQ8_0* x, float* y, int64_t n);
+  void (*q4_0_to_f32)(const BlockQ4_0* x, float* y, int64_t n);
+  // y (m, n) = x (m, k, row stride ldx) · w (n, k, row stride ldw)ᵀ, y row stride ldy.
+  // Small blocks (m, n up to a few dozen) that fit the caches; the matmul op tiles around it.
+  void (*gemm_f32)(const float* x, int64_t ldx, const float* w, int64_t ldw, float* y,
+                   int64_t ldy, int64_t m, int64_t n, int64_t k);
+};
+
+extern const Kernels kScalarKernels;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const Kernels kAvx2Kernels;
+extern const Kernels kAvx512Kernels;
+#endif
+#if defined(__aarch64__)
+extern const Kernels kNeonKernels;
+#endif
+
+// The active table (see set_active_isa in tessera/cpu_features.h).
+const Kernels& kernels();
+const Kernels& kernels_for(CpuIsa isa);
+
+}  // namespace tessera::cpu

@@ -1,0 +1,220 @@
+// AVX2 + FMA + F16C kernel set. Compiled for a baseline x86-64 target: only the functions in
+// this file use AVX2 (target pragma), and they run only after cpu_features() said the CPU has it.
+#if defined(__x86_64__) || defined(_M_X64)
+
+#include <immintrin.h>
+
+#include "kernels.h"
+
+// Everything below is compiled for AVX2; it is all internal linkage (anonymous namespace), so no
+// AVX2 copy of an inline function can leak into code that runs on older CPUs.
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#endif
+
+namespace tessera::cpu {
+namespace {
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline __m256 load_f16(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p));
+}
+
+inline __m256 load_bf16(const uint16_t* p) {
+  const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+
+inline __m256 load_i8(const int8_t* p) {  // 8 int8 -> 8 floats
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)p)));
+}
+
+inline float scalar_f16(uint16_t h) { return _cvtsh_ss(h); }
+
+float dot_f32(const float* x, const float* w, int64_t n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(w + i), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(w + i + 8), a1);
+    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(w + i + 16), a2);
+    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(w + i + 24), a3);
+  }
+  for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(w + i), a0);
+  float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  for (; i < n; i++) s += x[i] * w[i];
+  return s;
+}
+
+float dot_f16(const float* x, const uint16_t* w, int64_t n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_f16(w + i), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load_f16(w + i + 8), a1);
+  }
+  for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_f16(w + i), a0);
+  float s = hsum(_mm256_add_ps(a0, a1));
+  for (; i < n; i++) s += x[i] * scalar_f16(w[i]);
+  return s;
+}
+
+float dot_bf16(const float* x, const uint16_t* w, int64_t n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_bf16(w + i), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load_bf16(w + i + 8), a1);
+  }
+  for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load_bf16(w + i), a0);
+  float s = hsum(_mm256_add_ps(a0, a1));
+  for (; i < n; i++) s += x[i] * bf16_to_f32(w[i]);
+  return s;
+}
+
+float dot_q8_0(const float* x, const BlockQ8_0* w, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t b = 0; b < n / 32; b++, x += 32) {
+    const int8_t* q = w[b].qs;
+    __m256 p = _mm256_mul_ps(_mm256_loadu_ps(x), load_i8(q));
+    p = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8), load_i8(q + 8), p);
+    p = _mm256_fmadd_ps(_mm256_loadu_ps(x + 16), load_i8(q + 16), p);
+    p = _mm256_fmadd_ps(_mm256_loadu_ps(x + 24), load_i8(q + 24), p);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(scalar_f16(w[b].d)), p, acc);
+  }
+  return hsum(acc);
+}
+
+// The 32 nibbles of a q4_0 block as two vectors of 16 signed bytes: elements 0..15 and 16..31.
+inline void unpack_q4_0(const BlockQ4_0& blk, __m128i* lo, __m128i* hi) {
+  const __m128i v = _mm_loadu_si128((const __m128i*)blk.qs);
+  const __m128i mask = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+  *lo = _mm_sub_epi8(_mm_and_si128(v, mask), eight);
+  *hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), mask), eight);
+}
+
+inline __m256 i8x8_to_ps(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
+
+float dot_q4_0(const float* x, const BlockQ4_0* w, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t b = 0; b < n / 32; b++, x += 32) {
+    __m128i lo, hi;
+    unpack_q4_0(w[b], &lo, &hi);
+    __m256 p = _mm256_mul_ps(_mm256_loadu_ps(x), i8x8_to_ps(lo));
+    p = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8), i8x8_to_ps(_mm_srli_si128(lo, 8)), p);
+    p = _mm256_fmadd_ps(_mm256_loadu_ps(x + 16), i8x8_to_ps(hi), p);
+    p = _mm256_fmadd_ps(_mm256_loadu_ps(x + 24), i8x8_to_ps(_mm_srli_si128(hi, 8)), p);
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(scalar_f16(w[b].d)), p, acc);
+  }
+  return hsum(acc);
+}
+
+void axpy_f32(float* y, float a, const float* x, int64_t n) {
+  const __m256 va = _mm256_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; i++) y[i] += a * x[i];
+}
+
+void axpy_f16(float* y, float a, const uint16_t* x, int64_t n) {
+  const __m256 va = _mm256_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, load_f16(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; i++) y[i] += a * scalar_f16(x[i]);
+}
+
+void f16_to_f32_row(const uint16_t* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, load_f16(x + i));
+  for (; i < n; i++) y[i] = scalar_f16(x[i]);
+}
+
+void bf16_to_f32_row(const uint16_t* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, load_bf16(x + i));
+  for (; i < n; i++) y[i] = bf16_to_f32(x[i]);
+}
+
+void q8_0_to_f32_row(const BlockQ8_0* x, float* y, int64_t n) {
+  for (int64_t b = 0; b < n / 32; b++, y += 32) {
+    const __m256 d = _mm256_set1_ps(scalar_f16(x[b].d));
+    for (int j = 0; j < 32; j += 8) _mm256_storeu_ps(y + j, _mm256_mul_ps(d, load_i8(x[b].qs + j)));
+  }
+}
+
+void q4_0_to_f32_row(const BlockQ4_0* x, float* y, int64_t n) {
+  for (int64_t b = 0; b < n / 32; b++, y += 32) {
+    const __m256 d = _mm256_set1_ps(scalar_f16(x[b].d));
+    __m128i lo, hi;
+    unpack_q4_0(x[b], &lo, &hi);
+    _mm256_storeu_ps(y, _mm256_mul_ps(d, i8x8_to_ps(lo)));
+    _mm256_storeu_ps(y + 8, _mm256_mul_ps(d, i8x8_to_ps(_mm_srli_si128(lo, 8))));
+    _mm256_storeu_ps(y + 16, _mm256_mul_ps(d, i8x8_to_ps(hi)));
+    _mm256_storeu_ps(y + 24, _mm256_mul_ps(d, i8x8_to_ps(_mm_srli_si128(hi, 8))));
+  }
+}
+
+// 4 rows of x against 2 rows of w: 8 accumulators, 6 loads per 8 FMAs.
+void gemm_4x2(const float* x, int64_t ldx, const float* w, int64_t ldw, float* y, int64_t ldy,
+              int64_t k) {
+  __m256 acc[4][2];
+  for (auto& r : acc) r[0] = r[1] = _mm256_setzero_ps();
+  int64_t p = 0;
+  for (; p + 8 <= k; p += 8) {
+    const __m256 w0 = _mm256_loadu_ps(w + p), w1 = _mm256_loadu_ps(w + ldw + p);
+    for (int i = 0; i < 4; i++) {
+      const __m256 xi = _mm256_loadu_ps(x + i * ldx + p);
+      acc[i][0] = _mm256_fmadd_ps(xi, w0, acc[i][0]);
+      acc[i][1] = _mm256_fmadd_ps(xi, w1, acc[i][1]);
+    }
+  }
+  for (int i = 0; i < 4; i++)
+    for (int j = 0; j < 2; j++) {
+      float s = hsum(acc[i][j]);
+      for (int64_t q = p; q < k; q++) s += x[i * ldx + q] * w[j * ldw + q];
+      y[i * ldy + j] = s;
+    }
+}
+
+void gemm_f32(const float* x, int64_t ldx, const float* w, int64_t ldw, float* y, int64_t ldy,
+              int64_t m, int64_t n, int64_t k) {
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4) {
+    int64_t j = 0;
+    for (; j + 2 <= n; j += 2) gemm_4x2(x + i * ldx, ldx, w + j * ldw, ldw, y + i * ldy + j, ldy, k);
+    for (; j < n; j++)
+      for (int64_t r = i; r < i + 4; r++) y[r * ldy + j] = dot_f32(x + r * ldx, w + j * ldw, k);
+  }
+  for (; i < m; i++)
+    for (int64_t j = 0; j < n; j++) y[i * ldy + j] = dot_f32(x + i * ldx, w + j * ldw, k);
+}
+
+}  // namespace
+
+const Kernels kAvx2Kernels = {
+    dot_f32,         dot_f16,         dot_bf16,        dot_q8_0,        dot_q4_0, axpy_f32,
+    axpy_f16,        f16_to_f32_row,  bf16_to_f32_row, q8_0_to_f32_row, q4_0_to_f32_row,
+    gemm_f32,
+};
+
+}  // namespace tessera::cpu
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#elif defined(__GNUC__)
+#pragma GCC pop_options
+#endif
+
+#endif  // x86-64

@@ -1,0 +1,76 @@
+// matmul: y (m, n) = x (m, k) · wᵀ with w (n, k) in f32/f16/bf16/q8_0/q4_0.
+// Few rows (decode): each weight row is streamed once and dequantised in registers.
+// Many rows (prefill): blocks of weight rows are dequantised once into a per-thread f32 tile
+// and multiplied by every row of x with the register-tiled gemm kernel.
+#include <algorithm>
+#include <vector>
+
+#include "kernels.h"
+#include "tessera/ops.h"
+#include "tessera/threadpool.h"
+
+namespace tessera::cpu {
+namespace {
+
+float dot_row(const Kernels& K, DType t, const float* x, const void* row, int64_t k) {
+  switch (t) {
+    case DType::F32: return K.dot_f32(x, (const float*)row, k);
+    case DType::F16: return K.dot_f16(x, (const uint16_t*)row, k);
+    case DType::BF16: return K.dot_bf16(x, (const uint16_t*)row, k);
+    case DType::Q8_0: return K.dot_q8_0(x, (const BlockQ8_0*)row, k);
+    case DType::Q4_0: return K.dot_q4_0(x, (const BlockQ4_0*)row, k);
+    default: return 0.f;  // rejected by check_matmul
+  }
+}
+
+void row_to_f32(const Kernels& K, DType t, const void* row, float* out, int64_t k) {
+  switch (t) {
+    case DType::F16: K.f16_to_f32((const uint16_t*)row, out, k); break;
+    case DType::BF16: K.bf16_to_f32((const uint16_t*)row, out, k); break;
+    case DType::Q8_0: K.q8_0_to_f32((const BlockQ8_0*)row, out, k); break;
+    case DType::Q4_0: K.q4_0_to_f32((const BlockQ4_0*)row, out, k); break;
+    default: break;
+  }
+}
+
+constexpr int64_t kGemvMaxRows = 3;  // up to this many x rows, stream w without a tile
+constexpr int64_t kTileRows = 16;    // weight rows dequantised per tile
+constexpr int64_t kXBlock = 64;      // x rows per gemm call (keeps them in L2)
+
+}  // namespace
+
+void matmul(ThreadPool& pool, const float* x, const void* w, DType w_dtype, float* y, int64_t m,
+            int64_t n, int64_t k) {
+  if (m <= 0 || n <= 0) return;
+  const Kernels& K = kernels();
+  const int64_t row_bytes = dtype_bytes(w_dtype, k);
+  const uint8_t* wb = static_cast<const uint8_t*>(w);
+
+  if (m <= kGemvMaxRows) {
+    pool.parallel_for(n, 8, [&](int64_t j0, int64_t j1) {
+      for (int64_t j = j0; j < j1; j++)
+        for (int64_t i = 0; i < m; i++) y[i * n + j] = dot_row(K, w_dtype, x + i * k, wb + j * row_bytes, k);
+    });
+    return;
+  }
+
+  const int64_t tiles = (n + kTileRows - 1) / kTileRows;
+  pool.parallel_for(tiles, 1, [&](int64_t t0, int64_t t1) {
+    thread_local std::vector<float> tile;
+    for (int64_t t = t0; t < t1; t++) {
+      const int64_t j0 = t * kTileRows, nb = std::min(kTileRows, n - j0);
+      const float* wf;
+      if (w_dtype == DType::F32) {
+        wf = reinterpret_cast<const float*>(wb + j0 * row_bytes);
+      } else {
+        tile.resize(kTileRows * k);
+        for (int64_t r = 0; r < nb; r++) row_to_f32(K, w_dtype, wb + (j0 + r) * row_bytes, tile.data() + r * k, k);
+        wf = tile.data();
+      }
+      for (int64_t i0 = 0; i0 < m; i0 += kXBlock)
+        K.gemm_f32(x + i0 * k, k, wf, k, y + i0 * n + j0, n, std::min(kXBlock, m - i0), nb, k);
+    }
+  });
+}
+
+}  // namespace tessera::cpu

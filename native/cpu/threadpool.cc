@@ -1,0 +1,108 @@
+// ThreadPool: persistent workers woken per parallel_for; chunks are claimed with an atomic
+// counter so uneven work balances itself.
+#include "tessera/threadpool.h"
+
+#include <algorithm>
+#include <memory>
+
+#if defined(__linux__)
+#include <sched.h>
+#endif
+
+namespace tessera {
+
+int ThreadPool::available_cores() {
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+#endif
+  const unsigned n = std::thread::hardware_concurrency();
+  return n > 0 ? (int)n : 1;
+}
+
+ThreadPool::ThreadPool(int n_threads) {
+  n_threads_ = n_threads > 0 ? n_threads : available_cores();
+  for (int i = 1; i < n_threads_; i++) workers_.emplace_back([this, i] { worker_loop(i); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_start_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+void ThreadPool::run_chunks() {
+  for (;;) {
+    const int64_t begin = next_.fetch_add(chunk_);
+    if (begin >= n_) break;
+    (*fn_)(begin, std::min(n_, begin + chunk_));
+  }
+}
+
+void ThreadPool::worker_loop(int) {
+  uint64_t seen = 0;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_start_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      if (stop_) return;
+      seen = generation_;
+    }
+    run_chunks();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (--active_ == 0) cv_done_.notify_one();
+    }
+  }
+}
+
+void ThreadPool::parallel_for(int64_t n, int64_t grain,
+                              const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  grain = std::max<int64_t>(grain, 1);
+  // Four chunks per thread balance uneven work without much claiming overhead.
+  const int64_t chunk = std::max(grain, (n + 4 * n_threads_ - 1) / (4 * n_threads_));
+  if (n_threads_ == 1 || n <= chunk) {
+    fn(0, n);
+    return;
+  }
+  std::lock_guard<std::mutex> call_lock(call_mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    fn_ = &fn;
+    n_ = n;
+    chunk_ = chunk;
+    next_.store(0);
+    active_ = (int)workers_.size();
+    generation_++;
+  }
+  cv_start_.notify_all();
+  run_chunks();
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_done_.wait(lock, [&] { return active_ == 0; });
+  fn_ = nullptr;
+}
+
+namespace {
+std::mutex g_default_mu;
+std::unique_ptr<ThreadPool> g_default;
+}  // namespace
+
+ThreadPool& default_pool() {
+  std::lock_guard<std::mutex> lock(g_default_mu);
+  if (!g_default) g_default = std::make_unique<ThreadPool>(0);
+  return *g_default;
+}
+
+void set_default_pool_threads(int n_threads) {
+  std::lock_guard<std::mutex> lock(g_default_mu);
+  g_default = std::make_unique<ThreadPool>(n_threads);
+}
+
+}  // namespace tessera

@@ -1,0 +1,69 @@
+// The op set. Every backend implements these signatures in its own namespace:
+//   tessera::ref  — plain float64 references (native/ref), the oracle for every other backend
+//   tessera::cpu  — threaded SIMD kernels (native/cpu), runtime-dispatched per CPU
+//   tessera::cuda — CUDA kernels (native/cuda), tested against tessera::cpu
+// Argument validation lives in check.h and runs once before any backend is called.
+#pragma once
+
+#include <cstdint>
+
+#include "tessera/dtype.h"
+#include "tessera/layouts.h"
+
+namespace tessera {
+
+struct RopeParams {
+  int32_t n_rot = 0;          // rotated dims per head (even, <= head_dim); the rest pass through
+  float theta_base = 10000.f; // freq_i = theta_base^(-2i/n_rot)
+  float freq_scale = 1.f;     // linear position scaling: angle = pos * freq_scale * freq_i
+  RopeMode mode = RopeMode::Normal;
+};
+
+struct AttnShape {
+  int32_t n_heads = 0;     // query heads (Hq)
+  int32_t n_kv_heads = 0;  // key/value heads (Hkv); Hq % Hkv == 0, query head h reads kv head h / (Hq / Hkv)
+  int32_t head_dim = 0;    // D
+  float scale = 0.f;       // softmax scale, usually 1/sqrt(D)
+};
+
+class ThreadPool;
+
+#define TESSERA_OP_SIGNATURES(CTX)                                                              \
+  /* y (m, n) = x (m, k) · wᵀ; w is (n, k) in w_dtype (f32/f16/bf16/q8_0/q4_0), k % block == 0 */ \
+  void matmul(CTX const float* x, const void* w, DType w_dtype, float* y, int64_t m, int64_t n,   \
+              int64_t k);                                                                       \
+  /* y (rows, n) = x / sqrt(mean(x²) + eps) * weight (n) */                                    \
+  void rmsnorm(CTX const float* x, const float* weight, float* y, int64_t rows, int64_t n,        \
+               float eps);                                                                      \
+  /* x (tokens, heads, head_dim) rotated in place; positions (tokens,) */                        \
+  void rope(CTX float* x, const int32_t* positions, int64_t tokens, int32_t heads,               \
+            int32_t head_dim, const RopeParams& p);                                             \
+  /* y (n) = silu(gate) * up */                                                                 \
+  void swiglu(CTX const float* gate, const float* up, float* y, int64_t n);                      \
+  /* y (rows, n) = softmax over the last axis of x (rows, n) */                                 \
+  void softmax(CTX const float* x, float* y, int64_t rows, int64_t n);                           \
+  /* q (T, Hq, D), k/v (T, Hkv, D), o (T, Hq, D): block-diagonal causal attention per segment */ \
+  void varlen_attention(CTX const float* q, const float* k, const float* v, float* o,            \
+                        const VarlenBatch& batch, const AttnShape& s);                          \
+  /* q (Tq, Hq, D) split by qo_indptr (batch+1,); o (Tq, Hq, D). The queries of sequence b are  \
+     its last nq KV entries (already appended); tree may be null (plain causal). */             \
+  void paged_attention(CTX const float* q, const int32_t* qo_indptr, const PagedKv& kv,           \
+                       const TreeMask* tree, float* o, const AttnShape& s);                     \
+  /* k/v (T, Hkv, D) f32 written into the pages of sequence batch_indices[t] at positions[t] */  \
+  void kv_append(CTX const float* k, const float* v, const int32_t* batch_indices,                \
+                 const int32_t* positions, int64_t tokens, const PagedKv& kv);                   \
+  /* n elements from src_dtype to dst_dtype: any -> f32, f32 -> f16/bf16/q8_0/q4_0 */           \
+  void convert(CTX const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n);
+
+#define TESSERA_NO_CTX
+#define TESSERA_CPU_CTX ThreadPool& pool,
+
+namespace ref {
+TESSERA_OP_SIGNATURES(TESSERA_NO_CTX)
+}
+
+namespace cpu {
+TESSERA_OP_SIGNATURES(TESSERA_CPU_CTX)
+}
+
+}  // namespace tessera
