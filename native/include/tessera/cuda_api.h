@@ -1,5 +1,5 @@
-// The CUDA runtime seen from plain C++ (no CUDA headers), so the N-API layer can report on it
-// in every build: cuda_probe() is real in CUDA builds and a stub in CPU-only builds.
+// What the process can expect from CUDA, for layers built with or without the CUDA backend
+// (plain C++: no CUDA header is needed to include this file).
 #pragma once
 
 #include <cstddef>
@@ -11,21 +11,24 @@ namespace tessera {
 struct CudaDeviceInfo {
   int index = 0;
   std::string name;
-  int cc_major = 0, cc_minor = 0;
-  size_t total_mem = 0;
+  int cc_major = 0, cc_minor = 0;  // compute capability
+  size_t total_mem = 0;            // bytes
 };
 
 struct CudaProbe {
-  bool usable = false;
-  std::string reason;  // why not usable (empty when usable)
-  int driver_version = 0;
-  int runtime_version = 0;
+  bool usable = false;     // the current device can run the tessera::cuda ops
+  std::string reason;      // why not (empty when usable)
+  int driver_version = 0;  // cudaDriverGetVersion (0 without a driver)
+  int runtime_version = 0; // cudaRuntimeGetVersion
   std::vector<CudaDeviceInfo> devices;
 };
 
-// Probes once (device count, compute capability >= 7.5, a tiny kernel launch) and caches it.
+// Probes once (device count, compute capability >= 7.5 on the current device, then a tiny kernel
+// launch checked end to end) and returns a copy of the cached result afterwards. Never throws for a missing
+// driver or device: that is reported through `usable` / `reason`.
 CudaProbe cuda_probe();
-// Whether this binary has the CUDA backend compiled in.
+
+// Whether this binary has the CUDA backend compiled in (native/ops/backends.cc).
 bool cuda_compiled();
 
 }  // namespace tessera

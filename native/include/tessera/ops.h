@@ -49,7 +49,8 @@ class ThreadPool;
      its last nq KV entries (already appended); tree may be null (plain causal). */             \
   void paged_attention(CTX const float* q, const int32_t* qo_indptr, const PagedKv& kv,           \
                        const TreeMask* tree, float* o, const AttnShape& s);                     \
-  /* k/v (T, Hkv, D) f32 written into the pages of sequence batch_indices[t] at positions[t] */  \
+  /* k/v (T, Hkv, D) f32 written into the pages of sequence batch_indices[t] at positions[t];   \
+     positions[t] < seq_len: the page table already counts the new tokens (FlashInfer rule) */   \
   void kv_append(CTX const float* k, const float* v, const int32_t* batch_indices,                \
                  const int32_t* positions, int64_t tokens, const PagedKv& kv);                   \
   /* n elements from src_dtype to dst_dtype: any -> f32, f32 -> f16/bf16/q8_0/q4_0 */           \

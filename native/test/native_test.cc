@@ -1,0 +1,1398 @@
+// Native test binary: tessera::cpu (every supported instruction set, several thread pools)
+// against the float64 references in tessera::ref on seeded random inputs, plus the argument
+// checks of check.h. No framework: a small harness of named test cases is defined below.
+// Last line of output: "native: <passed> passed, <failed> failed"; exit status 1 on failure.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "tessera/check.h"
+#include "tessera/cpu_features.h"
+#include "tessera/dtype.h"
+#include "tessera/layouts.h"
+#include "tessera/ops.h"
+#include "tessera/threadpool.h"
+
+using namespace tessera;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------------
+
+struct TestCase {
+  const char* name;
+  void (*fn)();
+};
+
+std::vector<TestCase>& registry() {
+  static std::vector<TestCase> tests;
+  return tests;
+}
+
+struct Registrar {
+  Registrar(const char* name, void (*fn)()) { registry().push_back({name, fn}); }
+};
+
+#define TEST_CASE(name)                                   \
+  void test_##name();                                     \
+  const Registrar registrar_##name(#name, &test_##name);  \
+  void test_##name()
+
+int g_failures = 0;       // failed checks in the running test case
+int64_t g_checks = 0;     // checks run in total
+const int kMaxPrinted = 10;  // failure messages printed per test case
+
+std::string strf(const char* fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  return buf;
+}
+
+bool g_quiet = false;      // harness self-test: count failures without printing them
+
+void fail(const char* file, int line, const std::string& msg) {
+  ++g_failures;
+  if (g_quiet) return;
+  if (g_failures <= kMaxPrinted) {
+    printf("    FAIL %s:%d: %s\n", file, line, msg.c_str());
+  } else if (g_failures == kMaxPrinted + 1) {
+    printf("    (further failures of this test case not printed)\n");
+  }
+}
+
+#define EXPECT(cond, ...)                                                     \
+  do {                                                                        \
+    ++g_checks;                                                               \
+    if (!(cond)) fail(__FILE__, __LINE__, std::string(#cond) + ": " + strf(__VA_ARGS__)); \
+  } while (0)
+
+// Largest normalised error seen per metric (printed at the end, to judge the tolerances).
+std::map<std::string, std::pair<double, double>>& error_stats() {
+  static std::map<std::string, std::pair<double, double>> stats;  // key -> (max error, tol)
+  return stats;
+}
+
+// Checks that got is finite and |got[i] - ref[i]| <= tol * scale(i) for every i.
+template <typename Scale>
+bool expect_close_at(const char* file, int line, const std::string& what, const std::string& key,
+                     const float* got, const float* ref, int64_t n, double tol, Scale scale) {
+  ++g_checks;
+  double worst = 0.0;
+  int64_t wi = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(ref[i])) {
+      fail(file, line, strf("%s: reference not finite at %lld (%g)", what.c_str(), (long long)i,
+                            (double)ref[i]));
+      return false;
+    }
+    if (!std::isfinite(got[i])) {
+      fail(file, line, strf("%s: non-finite output at %lld: got %g, ref %g", what.c_str(),
+                            (long long)i, (double)got[i], (double)ref[i]));
+      return false;
+    }
+    const double s = std::max((double)scale(i), 1e-30);
+    const double e = std::fabs((double)got[i] - (double)ref[i]) / s;
+    if (e > worst) {
+      worst = e;
+      wi = i;
+    }
+  }
+  auto& st = error_stats()[key];
+  st.first = std::max(st.first, worst);
+  st.second = tol;
+  if (worst > tol) {
+    fail(file, line,
+         strf("%s: normalised error %.3g > tol %.3g at index %lld of %lld (got %.9g, ref %.9g, "
+              "scale %.4g)",
+              what.c_str(), worst, tol, (long long)wi, (long long)n, (double)got[wi],
+              (double)ref[wi], (double)scale(wi)));
+    return false;
+  }
+  return true;
+}
+#define EXPECT_CLOSE(...) expect_close_at(__FILE__, __LINE__, __VA_ARGS__)
+
+// max |ref| over n elements (at least tiny).
+double max_abs(const float* x, int64_t n) {
+  double m = 0.0;
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, (double)std::fabs(x[i]));
+  return std::max(m, 1e-30);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random inputs
+// ---------------------------------------------------------------------------------------------
+
+struct Rng {
+  uint64_t s;
+  explicit Rng(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull) {}
+  uint64_t next() {  // splitmix64
+    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  float uni(float lo = -1.f, float hi = 1.f) {
+    const double u = (double)(next() >> 11) * (1.0 / 9007199254740992.0);
+    return (float)(lo + (hi - lo) * u);
+  }
+  int range(int lo, int hi) {  // inclusive
+    return lo + (int)(next() % (uint64_t)(hi - lo + 1));
+  }
+};
+
+std::vector<float> rand_vec(Rng& r, int64_t n, float lo = -1.f, float hi = 1.f) {
+  std::vector<float> v((size_t)std::max<int64_t>(n, 1));
+  for (int64_t i = 0; i < n; ++i) v[i] = r.uni(lo, hi);
+  return v;
+}
+
+std::vector<float> nan_vec(int64_t n) {
+  return std::vector<float>((size_t)std::max<int64_t>(n, 1),
+                            std::numeric_limits<float>::quiet_NaN());
+}
+
+template <typename T>
+void shuffle(std::vector<T>& v, Rng& r) {
+  for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[r.next() % i]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends: every supported ISA x {default pool, 1 thread, 3 threads}
+// ---------------------------------------------------------------------------------------------
+
+struct Backend {
+  CpuIsa isa;
+  ThreadPool* pool;
+  std::string name;
+};
+
+std::vector<CpuIsa> g_isas;
+std::vector<Backend> g_backends;
+std::unique_ptr<ThreadPool> g_pool1, g_pool3;
+
+template <typename F>
+void for_each_backend(F f) {
+  for (const Backend& b : g_backends) {
+    set_active_isa(b.isa);
+    f(b.name, *b.pool);
+  }
+  set_active_isa(best_isa());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Harness self-test and reference sanity (hand-computed values)
+// ---------------------------------------------------------------------------------------------
+
+TEST_CASE(harness_self_test) {
+  // The comparator must catch a small perturbation and a NaN; a failure here is expected and
+  // is undone, so it counts as a pass when both are detected.
+  std::vector<float> a = {1.f, -0.5f, 0.25f, 0.f}, b = a;
+  b[2] += 1e-3f;
+  const int before = g_failures;
+  const int64_t checks = g_checks;
+  g_quiet = true;
+  std::string key = "selftest";
+  const bool ok1 = expect_close_at(__FILE__, __LINE__, "perturbed (expected)", key, b.data(),
+                                   a.data(), 4, 1e-5, [](int64_t) { return 1.0; });
+  b[2] = a[2];
+  b[3] = std::numeric_limits<float>::quiet_NaN();
+  const bool ok2 = expect_close_at(__FILE__, __LINE__, "nan (expected)", key, b.data(), a.data(),
+                                   4, 1e-5, [](int64_t) { return 1.0; });
+  b[3] = a[3];
+  const bool ok3 = expect_close_at(__FILE__, __LINE__, "identical", key, b.data(), a.data(), 4,
+                                   1e-5, [](int64_t) { return 1.0; });
+  g_quiet = false;
+  g_failures = before;
+  g_checks = checks;
+  error_stats().erase(key);
+  EXPECT(!ok1 && !ok2 && ok3, "comparator: perturbation %d nan %d identical %d", ok1, ok2, ok3);
+}
+
+TEST_CASE(ref_sanity) {
+  // q4_0: d = 1, element j = (j & 15) - 8 from the low nibble, element j+16 = (15-j) - 8.
+  BlockQ4_0 q4;
+  q4.d = f32_to_f16(1.f);
+  for (int j = 0; j < 16; ++j) q4.qs[j] = (uint8_t)(j | ((15 - j) << 4));
+  float out[32];
+  ref::convert(&q4, DType::Q4_0, out, DType::F32, 32);
+  for (int j = 0; j < 16; ++j) {
+    EXPECT(out[j] == (float)(j - 8), "q4_0 low nibble %d: %g", j, out[j]);
+    EXPECT(out[j + 16] == (float)(7 - j), "q4_0 high nibble %d: %g", j, out[j + 16]);
+  }
+  BlockQ8_0 q8;
+  q8.d = f32_to_f16(0.5f);
+  for (int j = 0; j < 32; ++j) q8.qs[j] = (int8_t)(j * 8 - 128);
+  ref::convert(&q8, DType::Q8_0, out, DType::F32, 32);
+  for (int j = 0; j < 32; ++j) EXPECT(out[j] == 0.5f * (j * 8 - 128), "q8_0 %d: %g", j, out[j]);
+
+  // q4_0 quantisation: max magnitude value -2 -> d = 0.25, -2 maps to nibble 0.
+  float x[32];
+  for (int j = 0; j < 32; ++j) x[j] = 0.f;
+  x[3] = -2.f;
+  x[20] = 1.f;
+  ref::convert(x, DType::F32, &q4, DType::Q4_0, 32);
+  EXPECT(f16_to_f32(q4.d) == 0.25f, "q4_0 d %g", f16_to_f32(q4.d));
+  EXPECT((q4.qs[3] & 0xF) == 0, "q4_0 q[3] %d", q4.qs[3] & 0xF);
+  // d = max / -8 = 0.25, id = 4: x = 1 -> 1*4 + 8.5 = 12.5 -> 12 -> (12-8)*0.25 = 1;
+  // x = 0 -> 8 -> 0.
+  EXPECT((q4.qs[4] >> 4) == 12, "q4_0 q[20] %d", q4.qs[4] >> 4);
+  EXPECT((q4.qs[0] & 0xF) == 8, "q4_0 q[0] %d", q4.qs[0] & 0xF);
+  ref::convert(&q4, DType::Q4_0, out, DType::F32, 32);
+  EXPECT(out[3] == -2.f && out[20] == 1.f && out[0] == 0.f, "q4_0 roundtrip: %g %g %g", out[3],
+         out[20], out[0]);
+  // Positive max: x = 5 -> d = -0.625, 5 maps to nibble 0 and back to 5.
+  x[3] = 5.f;
+  ref::convert(x, DType::F32, &q4, DType::Q4_0, 32);
+  ref::convert(&q4, DType::Q4_0, out, DType::F32, 32);
+  EXPECT(f16_to_f32(q4.d) == -0.625f && (q4.qs[3] & 0xF) == 0 && out[3] == 5.f,
+         "q4_0 positive max: d %g q %d out %g", f16_to_f32(q4.d), q4.qs[3] & 0xF, out[3]);
+
+  // softmax of [0, ln 3] = [1/4, 3/4].
+  const float sx[2] = {0.f, (float)std::log(3.0)};
+  float sy[2];
+  ref::softmax(sx, sy, 1, 2);
+  EXPECT(std::fabs(sy[0] - 0.25f) < 1e-6f && std::fabs(sy[1] - 0.75f) < 1e-6f, "softmax %g %g",
+         sy[0], sy[1]);
+
+  // rope, normal mode: head_dim 4, n_rot 4, base 100, pos 2, freq_scale 0.5:
+  // pair (x0,x1) angle 1, pair (x2,x3) angle 1 * 100^(-1/2) = 0.1.
+  float r[4] = {1.f, 0.f, 0.f, 1.f};
+  const int32_t pos = 2;
+  RopeParams p;
+  p.n_rot = 4;
+  p.theta_base = 100.f;
+  p.freq_scale = 0.5f;
+  p.mode = RopeMode::Normal;
+  ref::rope(r, &pos, 1, 1, 4, p);
+  EXPECT(std::fabs(r[0] - std::cos(1.0)) < 1e-6 && std::fabs(r[1] - std::sin(1.0)) < 1e-6 &&
+             std::fabs(r[2] + std::sin(0.1)) < 1e-6 && std::fabs(r[3] - std::cos(0.1)) < 1e-6,
+         "rope normal %g %g %g %g", r[0], r[1], r[2], r[3]);
+  // NeoX: pairs (x0,x2) angle 1 and (x1,x3) angle 0.1.
+  float r2[4] = {1.f, 0.f, 0.f, 1.f};
+  p.mode = RopeMode::NeoX;
+  ref::rope(r2, &pos, 1, 1, 4, p);
+  EXPECT(std::fabs(r2[0] - std::cos(1.0)) < 1e-6 && std::fabs(r2[2] - std::sin(1.0)) < 1e-6 &&
+             std::fabs(r2[1] + std::sin(0.1)) < 1e-6 && std::fabs(r2[3] - std::cos(0.1)) < 1e-6,
+         "rope neox %g %g %g %g", r2[0], r2[1], r2[2], r2[3]);
+
+  // rmsnorm of [3, 4] (mean square 12.5), weight [1, 2].
+  const float nx[2] = {3.f, 4.f}, nw[2] = {1.f, 2.f};
+  float ny[2];
+  ref::rmsnorm(nx, nw, ny, 1, 2, 0.f);
+  EXPECT(std::fabs(ny[0] - 3 / std::sqrt(12.5)) < 1e-6 && std::fabs(ny[1] - 8 / std::sqrt(12.5)) < 1e-6,
+         "rmsnorm %g %g", ny[0], ny[1]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// convert
+// ---------------------------------------------------------------------------------------------
+
+std::vector<float> convert_inputs(Rng& r, int64_t n, bool specials) {
+  std::vector<float> x = rand_vec(r, n);
+  // Mix in other magnitudes.
+  for (int64_t i = 0; i < n; ++i) {
+    switch (r.range(0, 7)) {
+      case 0: x[i] *= 1000.f; break;
+      case 1: x[i] *= 1e-5f; break;
+      case 2: x[i] *= 1e-7f; break;  // f16 subnormal range
+      default: break;
+    }
+  }
+  if (specials) {
+    const float inf = std::numeric_limits<float>::infinity();
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const float sp[] = {0.f,     -0.f,      inf,       -inf,      nan,     -nan,
+                        65504.f, 65520.f,   -65536.f,  1e-8f,     5.96e-8f, 2.98e-8f,
+                        1.f,     1.0009766f, 3.4e38f,  -1.17e-38f, 0.333333f};
+    for (size_t i = 0; i < sizeof sp / sizeof sp[0] && (int64_t)i < n; ++i)
+      x[(i * 7919) % n] = sp[i];
+  }
+  return x;
+}
+
+TEST_CASE(convert_f16_bf16) {
+  Rng r(11);
+  for (const int64_t n : {1, 2, 7, 15, 16, 17, 33, 1000, 4099}) {
+    const std::vector<float> x = convert_inputs(r, n, n >= 17);
+    for (const DType dt : {DType::F16, DType::BF16}) {
+      std::vector<uint16_t> want(n + 1), back_want(n + 1);
+      ref::convert(x.data(), DType::F32, want.data(), dt, n);
+      for_each_backend([&](const std::string& be, ThreadPool& pool) {
+        std::vector<uint16_t> got(n + 1, 0xAAAA);
+        cpu::convert(pool, x.data(), DType::F32, got.data(), dt, n);
+        int64_t bad = -1;
+        for (int64_t i = 0; i < n && bad < 0; ++i)
+          if (got[i] != want[i]) bad = i;
+        EXPECT(bad < 0, "%s f32->%s n=%lld: element %lld of %g: got 0x%04x want 0x%04x",
+               be.c_str(), dtype_info(dt).name, (long long)n, (long long)bad,
+               bad >= 0 ? x[bad] : 0.0, bad >= 0 ? got[bad] : 0, bad >= 0 ? want[bad] : 0);
+        // And back to f32: exact (compare bit patterns, NaN included).
+        std::vector<float> f(n + 1, 7.f), fr(n + 1, 9.f);
+        cpu::convert(pool, want.data(), dt, f.data(), DType::F32, n);
+        ref::convert(want.data(), dt, fr.data(), DType::F32, n);
+        EXPECT(std::memcmp(f.data(), fr.data(), n * 4) == 0, "%s %s->f32 n=%lld not bit-exact",
+               be.c_str(), dtype_info(dt).name, (long long)n);
+      });
+    }
+  }
+  // Every half and every bfloat to f32, bit-exact against the scalar helpers.
+  std::vector<uint16_t> all(65536);
+  for (int i = 0; i < 65536; ++i) all[i] = (uint16_t)i;
+  for (const DType dt : {DType::F16, DType::BF16}) {
+    std::vector<float> want(65536);
+    ref::convert(all.data(), dt, want.data(), DType::F32, 65536);
+    for (int i = 0; i < 65536; i += 4099) {
+      const float h = dt == DType::F16 ? f16_to_f32((uint16_t)i) : bf16_to_f32((uint16_t)i);
+      EXPECT(std::memcmp(&h, &want[i], 4) == 0, "ref %s->f32 of 0x%04x", dtype_info(dt).name, i);
+    }
+    for_each_backend([&](const std::string& be, ThreadPool& pool) {
+      std::vector<float> got(65536);
+      cpu::convert(pool, all.data(), dt, got.data(), DType::F32, 65536);
+      // Bit-exact, except that a NaN only has to stay a NaN of the same sign (hardware
+      // conversions such as F16C's quieten signalling NaNs, changing the payload bit).
+      int bad = -1;
+      for (int i = 0; i < 65536 && bad < 0; ++i) {
+        if (std::isnan(want[i]))
+          bad = std::isnan(got[i]) && std::signbit(got[i]) == std::signbit(want[i]) ? -1 : i;
+        else if (std::memcmp(&got[i], &want[i], 4) != 0)
+          bad = i;
+      }
+      EXPECT(bad < 0, "%s all %s -> f32: 0x%04x gives %g, want %g", be.c_str(),
+             dtype_info(dt).name, bad, bad >= 0 ? got[bad] : 0.0, bad >= 0 ? want[bad] : 0.0);
+    });
+  }
+  // f32 -> f32 is a copy.
+  const std::vector<float> x = rand_vec(r, 37);
+  for_each_backend([&](const std::string& be, ThreadPool& pool) {
+    std::vector<float> y(37);
+    cpu::convert(pool, x.data(), DType::F32, y.data(), DType::F32, 37);
+    EXPECT(std::memcmp(x.data(), y.data(), 37 * 4) == 0, "%s f32->f32 copy", be.c_str());
+  });
+}
+
+// Inputs for quantisation: random blocks, plus all-zero, one-outlier, negative-max and
+// constant blocks.
+std::vector<float> quant_inputs(Rng& r, int64_t n) {
+  std::vector<float> x = rand_vec(r, n);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    float* xb = x.data() + b * 32;
+    switch (b % 7) {
+      case 1: std::fill(xb, xb + 32, 0.f); break;
+      case 2: xb[r.range(0, 31)] = -3.f; break;
+      case 3: xb[r.range(0, 31)] = 5.f; break;
+      case 4: std::fill(xb, xb + 32, -0.75f); break;
+      case 5:
+        for (int j = 0; j < 32; ++j) xb[j] *= 100.f;
+        break;
+      default: break;
+    }
+  }
+  return x;
+}
+
+TEST_CASE(convert_quant) {
+  Rng r(12);
+  for (const DType dt : {DType::Q8_0, DType::Q4_0}) {
+    for (const int64_t n : {32, 64, 96, 32 * 37, 32 * 128}) {
+      const std::vector<float> x = quant_inputs(r, n);
+      const int64_t bytes = dtype_bytes(dt, n);
+      std::vector<uint8_t> want(bytes);
+      ref::convert(x.data(), DType::F32, want.data(), dt, n);
+      std::vector<float> deq_want(n);
+      ref::convert(want.data(), dt, deq_want.data(), DType::F32, n);
+      // The reference quantisation is close to the input: one step (d) for q4_0 (the clamp at
+      // 15 costs a full step), half a step for q8_0.
+      for (int64_t b = 0; b < n / 32; ++b) {
+        const uint16_t dh = dt == DType::Q8_0 ? reinterpret_cast<BlockQ8_0*>(want.data())[b].d
+                                              : reinterpret_cast<BlockQ4_0*>(want.data())[b].d;
+        const double d = std::fabs(f16_to_f32(dh));
+        double amax = 0;
+        for (int j = 0; j < 32; ++j) amax = std::max(amax, (double)std::fabs(x[b * 32 + j]));
+        const double bound = (dt == DType::Q8_0 ? 0.5 : 1.0) * d * 1.01 + amax * 2e-3;
+        for (int j = 0; j < 32; ++j) {
+          const double e = std::fabs(deq_want[b * 32 + j] - x[b * 32 + j]);
+          EXPECT(e <= bound, "ref %s block %lld elem %d: x %g deq %g (d %g)",
+                 dtype_info(dt).name, (long long)b, j, x[b * 32 + j], deq_want[b * 32 + j], d);
+        }
+      }
+      for_each_backend([&](const std::string& be, ThreadPool& pool) {
+        std::vector<uint8_t> got(bytes, 0xCD);
+        cpu::convert(pool, x.data(), DType::F32, got.data(), dt, n);
+        std::vector<float> deq(n);
+        ref::convert(got.data(), dt, deq.data(), DType::F32, n);
+        int64_t mismatched = 0;
+        for (int64_t b = 0; b < n / 32; ++b) {
+          const uint16_t dh = dt == DType::Q8_0 ? reinterpret_cast<BlockQ8_0*>(want.data())[b].d
+                                                : reinterpret_cast<BlockQ4_0*>(want.data())[b].d;
+          const double step = std::fabs(f16_to_f32(dh)) * 1.01 + 1e-30;
+          for (int j = 0; j < 32; ++j) {
+            const int64_t i = b * 32 + j;
+            if (deq[i] != deq_want[i]) ++mismatched;
+            EXPECT(std::fabs(deq[i] - deq_want[i]) <= step,
+                   "%s f32->%s n=%lld block %lld elem %d: x %g dequantised cpu %g ref %g",
+                   be.c_str(), dtype_info(dt).name, (long long)n, (long long)b, j, x[i], deq[i],
+                   deq_want[i]);
+          }
+        }
+        // Rounding ties may differ in rare elements; anything more is a different algorithm.
+        EXPECT(mismatched * 1000 <= n, "%s f32->%s n=%lld: %lld of %lld dequantised values differ",
+               be.c_str(), dtype_info(dt).name, (long long)n, (long long)mismatched,
+               (long long)n);
+        // Dequantisation is exact arithmetic: bit-exact.
+        std::vector<float> d2(n, 3.f);
+        cpu::convert(pool, want.data(), dt, d2.data(), DType::F32, n);
+        int64_t bad = -1;
+        for (int64_t i = 0; i < n && bad < 0; ++i)
+          if (std::memcmp(&d2[i], &deq_want[i], 4) != 0) bad = i;
+        EXPECT(bad < 0, "%s %s->f32 n=%lld element %lld: got %g want %g", be.c_str(),
+               dtype_info(dt).name, (long long)n, (long long)bad, bad >= 0 ? d2[bad] : 0.0,
+               bad >= 0 ? deq_want[bad] : 0.0);
+      });
+    }
+    // Random block bytes (every nibble / int8 value, random finite scales) dequantise exactly.
+    const int64_t nb = 64, n = nb * 32;
+    std::vector<uint8_t> raw(dtype_bytes(dt, n));
+    for (auto& c : raw) c = (uint8_t)r.next();
+    for (int64_t b = 0; b < nb; ++b) {
+      uint16_t d = f32_to_f16(r.uni(-2.f, 2.f) * (b % 3 == 0 ? 1e-4f : 1.f));
+      std::memcpy(raw.data() + b * dtype_info(dt).block_bytes, &d, 2);
+    }
+    std::vector<float> want(n);
+    ref::convert(raw.data(), dt, want.data(), DType::F32, n);
+    for_each_backend([&](const std::string& be, ThreadPool& pool) {
+      std::vector<float> got(n, 5.f);
+      cpu::convert(pool, raw.data(), dt, got.data(), DType::F32, n);
+      int64_t bad = -1;
+      for (int64_t i = 0; i < n && bad < 0; ++i)
+        if (std::memcmp(&got[i], &want[i], 4) != 0) bad = i;
+      EXPECT(bad < 0, "%s random %s blocks -> f32: element %lld got %g want %g", be.c_str(),
+             dtype_info(dt).name, (long long)bad, bad >= 0 ? got[bad] : 0.0,
+             bad >= 0 ? want[bad] : 0.0);
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// matmul
+// ---------------------------------------------------------------------------------------------
+
+void check_matmul_case(DType dt, int64_t m, int64_t n, int64_t k, Rng& r) {
+  const std::vector<float> x = rand_vec(r, m * k);
+  const std::vector<float> wf = rand_vec(r, n * k);
+  std::vector<uint8_t> w((size_t)dtype_bytes(dt, n * k) + 1);
+  ref::convert(wf.data(), DType::F32, w.data(), dt, n * k);
+  std::vector<float> wd(n * k);  // the weights as stored, dequantised
+  ref::convert(w.data(), dt, wd.data(), DType::F32, n * k);
+  std::vector<float> want = nan_vec(m * n);
+  ref::matmul(x.data(), w.data(), dt, want.data(), m, n, k);
+  // Float-level bound: error relative to sum_l |x_il w_jl| (the condition of each dot product).
+  std::vector<double> scale(m * n);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double s = 0.0;
+      for (int64_t l = 0; l < k; ++l) s += std::fabs((double)x[i * k + l] * wd[j * k + l]);
+      scale[i * n + j] = s;
+    }
+  const std::string key = std::string("matmul_") + dtype_info(dt).name;
+  for_each_backend([&](const std::string& be, ThreadPool& pool) {
+    std::vector<float> y = nan_vec(m * n);
+    cpu::matmul(pool, x.data(), w.data(), dt, y.data(), m, n, k);
+    EXPECT_CLOSE(strf("%s matmul %s m=%lld n=%lld k=%lld", be.c_str(), dtype_info(dt).name,
+                      (long long)m, (long long)n, (long long)k),
+                 key, y.data(), want.data(), m * n, 5e-6, [&](int64_t i) { return scale[i]; });
+  });
+}
+
+void matmul_sweep(DType dt, uint64_t seed) {
+  Rng r(seed);
+  std::vector<int64_t> ks = {32, 64, 96, 288};
+  const bool plain = dt == DType::F32 || dt == DType::F16 || dt == DType::BF16;
+  if (plain) ks.insert(ks.end(), {1, 5, 67});
+  for (const int64_t m : {1, 2, 3, 5, 17, 64})
+    for (const int64_t n : {1, 7, 33, 128})
+      for (const int64_t k : ks) check_matmul_case(dt, m, n, k, r);
+  // Larger shapes crossing the tile sizes.
+  check_matmul_case(dt, 65, 257, 512, r);
+  check_matmul_case(dt, 130, 70, plain ? 333 : 320, r);
+}
+
+TEST_CASE(matmul_f32) { matmul_sweep(DType::F32, 21); }
+TEST_CASE(matmul_f16) { matmul_sweep(DType::F16, 22); }
+TEST_CASE(matmul_bf16) { matmul_sweep(DType::BF16, 23); }
+TEST_CASE(matmul_q8_0) { matmul_sweep(DType::Q8_0, 24); }
+TEST_CASE(matmul_q4_0) { matmul_sweep(DType::Q4_0, 25); }
+
+// ---------------------------------------------------------------------------------------------
+// rmsnorm, softmax, swiglu
+// ---------------------------------------------------------------------------------------------
+
+TEST_CASE(rmsnorm) {
+  Rng r(31);
+  for (const int64_t rows : {1, 3, 7})
+    for (const int64_t n : {1, 3, 17, 31, 33, 127, 4097})
+      for (const float eps : {1e-5f, 1e-6f}) {
+        std::vector<float> x = rand_vec(r, rows * n);
+        if (rows > 1)  // rows of other magnitudes
+          for (int64_t i = 0; i < n; ++i) x[n + i] *= 50.f;
+        const std::vector<float> w = rand_vec(r, n, -2.f, 2.f);
+        std::vector<float> want = nan_vec(rows * n);
+        ref::rmsnorm(x.data(), w.data(), want.data(), rows, n, eps);
+        std::vector<double> rowmax(rows);
+        for (int64_t q = 0; q < rows; ++q) rowmax[q] = max_abs(want.data() + q * n, n);
+        for_each_backend([&](const std::string& be, ThreadPool& pool) {
+          std::vector<float> y = nan_vec(rows * n);
+          cpu::rmsnorm(pool, x.data(), w.data(), y.data(), rows, n, eps);
+          EXPECT_CLOSE(strf("%s rmsnorm rows=%lld n=%lld eps=%g", be.c_str(), (long long)rows,
+                            (long long)n, eps),
+                       "rmsnorm", y.data(), want.data(), rows * n, 1e-5,
+                       [&](int64_t i) { return rowmax[i / n]; });
+        });
+      }
+}
+
+TEST_CASE(softmax) {
+  Rng r(32);
+  for (const int64_t n : {1, 2, 3, 7, 15, 16, 17, 33, 1000, 4097}) {
+    const int64_t rows = 6;
+    std::vector<float> x = rand_vec(r, rows * n, -3.f, 3.f);
+    for (int64_t i = 0; i < n; ++i) {
+      x[1 * n + i] = r.uni(80.f, 100.f);    // large values: needs max subtraction
+      x[2 * n + i] = r.uni(-100.f, -80.f);  // large negative values
+      x[3 * n + i] = 0.5f;                  // constant row
+      x[4 * n + i] = r.uni(-1.f, 1.f);
+    }
+    x[4 * n + (n / 2)] = 60.f;  // one spike
+    std::vector<float> want = nan_vec(rows * n);
+    ref::softmax(x.data(), want.data(), rows, n);
+    std::vector<double> rowmax(rows);
+    for (int64_t q = 0; q < rows; ++q) rowmax[q] = max_abs(want.data() + q * n, n);
+    for_each_backend([&](const std::string& be, ThreadPool& pool) {
+      std::vector<float> y = nan_vec(rows * n);
+      cpu::softmax(pool, x.data(), y.data(), rows, n);
+      // Relative to each probability, with a floor of 1% of the row's largest one.
+      EXPECT_CLOSE(strf("%s softmax rows=%lld n=%lld", be.c_str(), (long long)rows, (long long)n),
+                   "softmax", y.data(), want.data(), rows * n, 1e-5, [&](int64_t i) {
+                     return std::max((double)std::fabs(want[i]), 1e-2 * rowmax[i / n]);
+                   });
+    });
+  }
+}
+
+TEST_CASE(swiglu) {
+  Rng r(33);
+  for (const int64_t n : {1, 3, 7, 8, 15, 17, 31, 33, 1000, 4099}) {
+    std::vector<float> g = rand_vec(r, n);
+    for (int64_t i = 0; i < n; i += 3) g[i] *= 12.f;  // exp over a wider range
+    const std::vector<float> u = rand_vec(r, n);
+    std::vector<float> want = nan_vec(n);
+    ref::swiglu(g.data(), u.data(), want.data(), n);
+    for_each_backend([&](const std::string& be, ThreadPool& pool) {
+      std::vector<float> y = nan_vec(n);
+      cpu::swiglu(pool, g.data(), u.data(), y.data(), n);
+      EXPECT_CLOSE(strf("%s swiglu n=%lld", be.c_str(), (long long)n), "swiglu", y.data(),
+                   want.data(), n, 1e-5, [&](int64_t i) {
+                     return std::fabs(want[i]) + 1e-2 * std::fabs(g[i] * u[i]) + 1e-30;
+                   });
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// rope
+// ---------------------------------------------------------------------------------------------
+
+void rope_sweep(RopeMode mode, uint64_t seed) {
+  Rng r(seed);
+  struct Shape {
+    int32_t head_dim, n_rot;
+  };
+  const Shape shapes[] = {{64, 64}, {128, 128}, {128, 64}, {6, 6}, {6, 4}, {7, 6},
+                          {80, 32}, {10, 2},    {96, 96},  {2, 2}, {64, 0}};
+  const float bases[] = {10000.f, 1000000.f, 500000.f};
+  const float fscales[] = {1.f, 0.25f, 2.5f};
+  int variant = 0;
+  for (const Shape& sh : shapes)
+    for (const int64_t tokens : {1, 3, 9}) {
+      const int32_t heads = 1 + (variant % 5);
+      RopeParams p;
+      p.n_rot = sh.n_rot;
+      p.theta_base = bases[variant % 3];
+      p.freq_scale = fscales[(variant / 3) % 3];
+      p.mode = mode;
+      ++variant;
+      std::vector<int32_t> pos(tokens);
+      for (int64_t t = 0; t < tokens; ++t) pos[t] = t == 0 ? 0 : r.range(0, 4000);
+      if (tokens > 2) pos[tokens - 1] = 4000;
+      const int64_t n = tokens * heads * sh.head_dim;
+      const std::vector<float> x = rand_vec(r, n);
+      std::vector<float> want = x;
+      ref::rope(want.data(), pos.data(), tokens, heads, sh.head_dim, p);
+      for_each_backend([&](const std::string& be, ThreadPool& pool) {
+        std::vector<float> y = x;
+        cpu::rope(pool, y.data(), pos.data(), tokens, heads, sh.head_dim, p);
+        const std::string what =
+            strf("%s rope %s head_dim=%d n_rot=%d tokens=%lld heads=%d base=%g fscale=%g",
+                 be.c_str(), mode == RopeMode::NeoX ? "neox" : "normal", sh.head_dim, sh.n_rot,
+                 (long long)tokens, heads, p.theta_base, p.freq_scale);
+        // An angle computed in float carries ~pos * 2^-24 of absolute error.
+        EXPECT_CLOSE(what, "rope", y.data(), want.data(), n, 1.0, [&](int64_t i) {
+          const int64_t t = i / ((int64_t)heads * sh.head_dim);
+          return 1e-5 + 5e-7 * pos[t] * p.freq_scale;
+        });
+        // Dims past n_rot pass through untouched.
+        int64_t bad = -1;
+        for (int64_t i = 0; i < n && bad < 0; ++i)
+          if (i % sh.head_dim >= sh.n_rot && std::memcmp(&y[i], &x[i], 4) != 0) bad = i;
+        EXPECT(bad < 0, "%s: pass-through dim changed at %lld", what.c_str(), (long long)bad);
+      });
+    }
+}
+
+TEST_CASE(rope_normal) { rope_sweep(RopeMode::Normal, 41); }
+TEST_CASE(rope_neox) { rope_sweep(RopeMode::NeoX, 42); }
+
+// ---------------------------------------------------------------------------------------------
+// varlen attention
+// ---------------------------------------------------------------------------------------------
+
+struct HeadCfg {
+  int32_t hq, hkv, d;
+};
+const HeadCfg kVarlenHeads[] = {{2, 2, 64}, {4, 2, 128}, {8, 2, 5},  {8, 1, 24},
+                                {16, 2, 80}, {4, 4, 7},  {8, 1, 128}, {3, 3, 1}};
+
+// Deliberately wrong attention over segments: causal=false lets every token see its whole
+// segment. Used to prove the tolerances can tell such a bug apart.
+void naive_attention(const float* q, const float* k, const float* v, float* o,
+                     const std::vector<int32_t>& cu, const AttnShape& s, bool causal) {
+  const int32_t Hq = s.n_heads, Hkv = s.n_kv_heads, D = s.head_dim, g = Hq / Hkv;
+  for (size_t b = 0; b + 1 < cu.size(); ++b)
+    for (int32_t t = cu[b]; t < cu[b + 1]; ++t)
+      for (int32_t h = 0; h < Hq; ++h) {
+        const int32_t end = causal ? t + 1 : cu[b + 1];
+        std::vector<double> sc;
+        double mx = -INFINITY;
+        for (int32_t j = cu[b]; j < end; ++j) {
+          double a = 0;
+          for (int32_t d = 0; d < D; ++d)
+            a += (double)q[(t * Hq + h) * D + d] * k[(j * Hkv + h / g) * D + d];
+          sc.push_back(a * s.scale);
+          mx = std::max(mx, sc.back());
+        }
+        double sum = 0;
+        for (double& e : sc) sum += (e = std::exp(e - mx));
+        for (int32_t d = 0; d < D; ++d) {
+          double a = 0;
+          for (int32_t j = cu[b]; j < end; ++j) a += sc[j - cu[b]] * v[(j * Hkv + h / g) * D + d];
+          o[(t * Hq + h) * D + d] = (float)(a / sum);
+        }
+      }
+}
+
+struct VarlenCase {
+  std::vector<int32_t> cu;
+  AttnShape s;
+  std::vector<float> q, k, v;
+  int32_t T = 0;
+};
+
+VarlenCase make_varlen(Rng& r, const std::vector<int32_t>& lens, const HeadCfg& h, float scale) {
+  VarlenCase c;
+  c.cu.push_back(0);
+  for (int32_t l : lens) c.cu.push_back(c.cu.back() + l);
+  c.T = c.cu.back();
+  c.s.n_heads = h.hq;
+  c.s.n_kv_heads = h.hkv;
+  c.s.head_dim = h.d;
+  c.s.scale = scale;
+  // q scaled up so the scores spread over a few units (a non-trivial softmax).
+  c.q = rand_vec(r, (int64_t)c.T * h.hq * h.d, -3.f, 3.f);
+  c.k = rand_vec(r, (int64_t)c.T * h.hkv * h.d);
+  c.v = rand_vec(r, (int64_t)c.T * h.hkv * h.d);
+  return c;
+}
+
+TEST_CASE(varlen_attention) {
+  Rng r(51);
+  const std::vector<std::vector<int32_t>> batches = {
+      {0, 1, 7, 33, 100}, {1}, {0}, {5, 0, 0, 3}, {64}, {2, 129}, {17, 1, 0, 1, 9}};
+  int variant = 0;
+  for (const HeadCfg& h : kVarlenHeads)
+    for (const auto& lens : batches) {
+      const float scale = (variant++ % 3 == 2) ? 0.5f : (float)(1.0 / std::sqrt((double)h.d));
+      VarlenCase c = make_varlen(r, lens, h, scale);
+      const VarlenBatch batch{c.cu.data(), (int32_t)lens.size()};
+      bool threw = false;
+      try {
+        check_varlen(batch, c.T);
+        check_attn_shape(c.s);
+      } catch (const std::exception& e) {
+        threw = true;
+        EXPECT(false, "valid varlen input rejected: %s", e.what());
+      }
+      if (threw) continue;
+      const int64_t n = (int64_t)c.T * h.hq * h.d;
+      std::vector<float> want = nan_vec(n);
+      ref::varlen_attention(c.q.data(), c.k.data(), c.v.data(), want.data(), batch, c.s);
+      for_each_backend([&](const std::string& be, ThreadPool& pool) {
+        std::vector<float> o = nan_vec(n);
+        cpu::varlen_attention(pool, c.q.data(), c.k.data(), c.v.data(), o.data(), batch, c.s);
+        std::string ls;
+        for (int32_t l : lens) ls += strf("%d ", l);
+        // Outputs are convex combinations of v rows (|v| <= 1): absolute error.
+        EXPECT_CLOSE(strf("%s varlen Hq=%d Hkv=%d D=%d scale=%g lens={ %s}", be.c_str(), h.hq,
+                          h.hkv, h.d, scale, ls.c_str()),
+                     "varlen_attention", o.data(), want.data(), n, 2e-5,
+                     [](int64_t) { return 1.0; });
+      });
+    }
+}
+
+TEST_CASE(varlen_attention_mutation) {
+  // The reference and the tolerance must tell apart a missing causal mask and a missing
+  // segment boundary: a kernel with either bug cannot pass.
+  Rng r(52);
+  for (const HeadCfg& h : {HeadCfg{4, 2, 64}, HeadCfg{8, 1, 5}}) {
+    const std::vector<int32_t> lens = {0, 1, 7, 33, 20};
+    VarlenCase c = make_varlen(r, lens, h, (float)(1.0 / std::sqrt((double)h.d)));
+    const VarlenBatch batch{c.cu.data(), (int32_t)lens.size()};
+    const int64_t n = (int64_t)c.T * h.hq * h.d;
+    std::vector<float> want(n), causal(n), noncausal(n), merged(n);
+    ref::varlen_attention(c.q.data(), c.k.data(), c.v.data(), want.data(), batch, c.s);
+    naive_attention(c.q.data(), c.k.data(), c.v.data(), causal.data(), c.cu, c.s, true);
+    naive_attention(c.q.data(), c.k.data(), c.v.data(), noncausal.data(), c.cu, c.s, false);
+    const std::vector<int32_t> one = {0, c.T};
+    naive_attention(c.q.data(), c.k.data(), c.v.data(), merged.data(), one, c.s, true);
+    double d_causal = 0, d_non = 0, d_merged = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      d_causal = std::max(d_causal, (double)std::fabs(want[i] - causal[i]));
+      d_non = std::max(d_non, (double)std::fabs(want[i] - noncausal[i]));
+      d_merged = std::max(d_merged, (double)std::fabs(want[i] - merged[i]));
+    }
+    EXPECT(d_causal < 1e-6, "ref vs independent causal attention differ by %g", d_causal);
+    EXPECT(d_non > 100 * 2e-5, "non-causal attention within %g of ref: mask not testable",
+           d_non);
+    EXPECT(d_merged > 100 * 2e-5, "attention across segments within %g of ref", d_merged);
+    // And the cpu kernel agrees with the causal one, not the broken ones.
+    for_each_backend([&](const std::string& be, ThreadPool& pool) {
+      std::vector<float> o = nan_vec(n);
+      cpu::varlen_attention(pool, c.q.data(), c.k.data(), c.v.data(), o.data(), batch, c.s);
+      double dn = 0;
+      for (int64_t i = 0; i < n; ++i) dn = std::max(dn, (double)std::fabs(o[i] - noncausal[i]));
+      EXPECT(dn > 100 * 2e-5, "%s varlen output matches non-causal attention (%g)", be.c_str(),
+             dn);
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paged KV cache: kv_append and paged_attention
+// ---------------------------------------------------------------------------------------------
+
+struct PagedCase {
+  int32_t page_size = 0, Hq = 0, Hkv = 0, D = 0;
+  DType dt = DType::F32;
+  std::vector<int32_t> lens, nqs;
+  std::vector<int32_t> indptr, indices, last_page_len, qo_indptr;
+  int32_t num_pages = 0;
+  std::vector<uint8_t> garbage_k, garbage_v;  // initial page contents
+  std::vector<uint8_t> k_pages, v_pages;      // filled by cpu::kv_append
+  // Appended tokens in two calls (prefix, then the query tokens), shuffled.
+  struct Append {
+    std::vector<float> k, v;
+    std::vector<int32_t> bidx, pos;
+  } calls[2];
+  std::vector<float> q;
+  std::vector<uint8_t> mask;
+  std::vector<int32_t> mask_indptr;
+  AttnShape s;
+
+  size_t elem_bytes() const { return dt == DType::F16 ? 2 : 4; }
+  PagedKv kv(void* kp, void* vp) const {
+    PagedKv p;
+    p.k_pages = kp;
+    p.v_pages = vp;
+    p.kv_dtype = dt;
+    p.num_pages = num_pages;
+    p.page_size = page_size;
+    p.n_kv_heads = Hkv;
+    p.head_dim = D;
+    p.indptr = indptr.data();
+    p.indices = indices.data();
+    p.last_page_len = last_page_len.data();
+    p.batch = (int32_t)lens.size();
+    return p;
+  }
+  int32_t total_q() const { return qo_indptr.back(); }
+};
+
+// A random valid tree over nq nodes: node j's parent is in [-1, j) (-1: hangs off the prefix);
+// node i sees node j iff j is i or an ancestor of i. force_branch detaches node 1 so the mask
+// differs from plain causal.
+void make_tree(Rng& r, int32_t nq, bool force_branch, std::vector<uint8_t>& mask) {
+  std::vector<int32_t> parent(nq);
+  for (int32_t j = 0; j < nq; ++j) parent[j] = j == 0 ? -1 : r.range(-1, j - 1);
+  if (force_branch && nq >= 2) parent[1] = -1;
+  const size_t base = mask.size();
+  mask.resize(base + (size_t)nq * nq, 0);
+  for (int32_t i = 0; i < nq; ++i)
+    for (int32_t a = i; a >= 0; a = parent[a]) mask[base + (size_t)i * nq + a] = 1;
+}
+
+PagedCase make_paged(Rng& r, int32_t page_size, DType dt, const HeadCfg& h,
+                     const std::vector<int32_t>& lens, const std::vector<int32_t>& nqs,
+                     bool tree) {
+  PagedCase c;
+  c.page_size = page_size;
+  c.dt = dt;
+  c.Hq = h.hq;
+  c.Hkv = h.hkv;
+  c.D = h.d;
+  c.lens = lens;
+  c.nqs = nqs;
+  c.s.n_heads = h.hq;
+  c.s.n_kv_heads = h.hkv;
+  c.s.head_dim = h.d;
+  c.s.scale = (float)(1.0 / std::sqrt((double)h.d));
+  const int32_t B = (int32_t)lens.size();
+  int32_t used = 0;
+  c.indptr.push_back(0);
+  c.qo_indptr.push_back(0);
+  for (int32_t b = 0; b < B; ++b) {
+    const int32_t np = (lens[b] + page_size - 1) / page_size;
+    used += np;
+    c.indptr.push_back(c.indptr.back() + np);
+    c.last_page_len.push_back(np == 0 ? 0 : lens[b] - (np - 1) * page_size);
+    c.qo_indptr.push_back(c.qo_indptr.back() + nqs[b]);
+  }
+  // Non-contiguous, shuffled page ids with spare pages left unused.
+  c.num_pages = used + 5;
+  std::vector<int32_t> ids(c.num_pages);
+  std::iota(ids.begin(), ids.end(), 0);
+  shuffle(ids, r);
+  c.indices.assign(ids.begin(), ids.begin() + used);
+  c.indices.push_back(-1);  // never read (keeps data() valid when used == 0)
+
+  // Page contents start as large finite garbage: a kernel reading a wrong slot or page gets
+  // scores and values far from the real ones.
+  const int64_t elems = (int64_t)c.num_pages * page_size * h.hkv * h.d;
+  c.garbage_k.resize(elems * c.elem_bytes());
+  c.garbage_v.resize(elems * c.elem_bytes());
+  for (int64_t i = 0; i < elems; ++i) {
+    const float gk = r.uni(-30.f, 30.f), gv = r.uni(-1000.f, 1000.f);
+    if (dt == DType::F16) {
+      reinterpret_cast<uint16_t*>(c.garbage_k.data())[i] = f32_to_f16(gk);
+      reinterpret_cast<uint16_t*>(c.garbage_v.data())[i] = f32_to_f16(gv);
+    } else {
+      reinterpret_cast<float*>(c.garbage_k.data())[i] = gk;
+      reinterpret_cast<float*>(c.garbage_v.data())[i] = gv;
+    }
+  }
+  // Tokens: the prefix of every sequence in one call, the query tokens in a second one.
+  for (int call = 0; call < 2; ++call) {
+    std::vector<std::pair<int32_t, int32_t>> toks;
+    for (int32_t b = 0; b < B; ++b) {
+      const int32_t prefix = lens[b] - nqs[b];
+      for (int32_t p = call == 0 ? 0 : prefix; p < (call == 0 ? prefix : lens[b]); ++p)
+        toks.push_back({b, p});
+    }
+    shuffle(toks, r);
+    auto& a = c.calls[call];
+    for (auto& t : toks) {
+      a.bidx.push_back(t.first);
+      a.pos.push_back(t.second);
+    }
+    a.k = rand_vec(r, (int64_t)toks.size() * h.hkv * h.d);
+    a.v = rand_vec(r, (int64_t)toks.size() * h.hkv * h.d);
+    a.bidx.push_back(0);
+    a.pos.push_back(0);
+  }
+  c.q = rand_vec(r, (int64_t)c.total_q() * h.hq * h.d, -3.f, 3.f);
+  if (tree) {
+    c.mask_indptr.push_back(0);
+    for (int32_t b = 0; b < B; ++b) {
+      make_tree(r, nqs[b], true, c.mask);
+      c.mask_indptr.push_back((int32_t)c.mask.size());
+    }
+    c.mask.push_back(0);
+  }
+  return c;
+}
+
+// Appends both token sets into (kp, vp) with ref or cpu.
+void append_all(const PagedCase& c, void* kp, void* vp, ThreadPool* pool) {
+  const PagedKv kv = c.kv(kp, vp);
+  for (const auto& a : c.calls) {
+    const int64_t T = (int64_t)a.bidx.size() - 1;
+    if (pool)
+      cpu::kv_append(*pool, a.k.data(), a.v.data(), a.bidx.data(), a.pos.data(), T, kv);
+    else
+      ref::kv_append(a.k.data(), a.v.data(), a.bidx.data(), a.pos.data(), T, kv);
+  }
+}
+
+const std::vector<std::vector<int32_t>> kPagedLens = {
+    {0, 1, 5, 17, 40, 3, 10, 33}, {7}, {0, 0}, {16, 2, 31}};
+
+std::vector<int32_t> random_nqs(Rng& r, const std::vector<int32_t>& lens) {
+  std::vector<int32_t> nqs;
+  for (size_t b = 0; b < lens.size(); ++b) {
+    int32_t nq = std::min(lens[b], r.range(1, 5));
+    if (lens[b] == 10) nq = 0;        // a sequence without queries
+    if (lens[b] == 3) nq = 3;         // empty prefix: every KV entry is a query
+    nqs.push_back(nq);
+  }
+  return nqs;
+}
+
+const HeadCfg kPagedHeads[] = {{2, 2, 64}, {4, 2, 128}, {8, 2, 24}, {8, 1, 5}, {16, 2, 80}};
+
+TEST_CASE(kv_append) {
+  Rng r(61);
+  for (const int32_t ps : {1, 3, 16})
+    for (const DType dt : {DType::F32, DType::F16})
+      for (const HeadCfg& h : {kPagedHeads[1], kPagedHeads[3]})
+        for (const auto& lens : kPagedLens) {
+          const std::vector<int32_t> nqs = random_nqs(r, lens);
+          PagedCase c = make_paged(r, ps, dt, h, lens, nqs, false);
+          const PagedKv kv0 = c.kv(c.garbage_k.data(), c.garbage_v.data());
+          for (const auto& a : c.calls) {
+            try {
+              check_paged(kv0, (int64_t)c.indices.size() - 1);
+              check_kv_append(a.bidx.data(), a.pos.data(), (int64_t)a.bidx.size() - 1, kv0);
+            } catch (const std::exception& e) {
+              EXPECT(false, "valid kv_append input rejected: %s", e.what());
+            }
+          }
+          std::vector<uint8_t> kr = c.garbage_k, vr = c.garbage_v;
+          append_all(c, kr.data(), vr.data(), nullptr);
+          EXPECT(kr != c.garbage_k || lens[0] + lens.back() == 0, "ref kv_append wrote nothing");
+          for_each_backend([&](const std::string& be, ThreadPool& pool) {
+            std::vector<uint8_t> kc = c.garbage_k, vc = c.garbage_v;
+            append_all(c, kc.data(), vc.data(), &pool);
+            EXPECT(kc == kr && vc == vr,
+                   "%s kv_append page_size=%d %s Hkv=%d D=%d: pages differ from ref (k %s, v %s)",
+                   be.c_str(), ps, dtype_info(dt).name, h.hkv, h.d, kc == kr ? "ok" : "DIFF",
+                   vc == vr ? "ok" : "DIFF");
+          });
+        }
+}
+
+void paged_sweep(bool tree, uint64_t seed) {
+  Rng r(seed);
+  for (const int32_t ps : {1, 3, 16})
+    for (const DType dt : {DType::F32, DType::F16})
+      for (const HeadCfg& h : kPagedHeads)
+        for (size_t li = 0; li < kPagedLens.size(); ++li) {
+          // Keep the sweep small: the big batch everywhere, the others on a subset.
+          if (li != 0 && (h.d == 128 || h.d == 80) && ps != 3) continue;
+          const auto& lens = kPagedLens[li];
+          const std::vector<int32_t> nqs = random_nqs(r, lens);
+          PagedCase c = make_paged(r, ps, dt, h, lens, nqs, tree);
+          c.k_pages = c.garbage_k;
+          c.v_pages = c.garbage_v;
+          append_all(c, c.k_pages.data(), c.v_pages.data(), &default_pool());
+          const PagedKv kv = c.kv(c.k_pages.data(), c.v_pages.data());
+          TreeMask tm;
+          tm.mask = c.mask.data();
+          tm.indptr = c.mask_indptr.data();
+          const TreeMask* tmp = tree ? &tm : nullptr;
+          try {
+            check_attn_shape(c.s);
+            check_paged(kv, (int64_t)c.indices.size() - 1);
+            check_paged_queries(c.qo_indptr.data(), c.total_q(), kv, tmp,
+                                tree ? (int64_t)c.mask.size() - 1 : 0);
+          } catch (const std::exception& e) {
+            EXPECT(false, "valid paged input rejected: %s", e.what());
+            continue;
+          }
+          const int64_t n = (int64_t)c.total_q() * h.hq * h.d;
+          std::vector<float> want = nan_vec(n);
+          ref::paged_attention(c.q.data(), c.qo_indptr.data(), kv, tmp, want.data(), c.s);
+          std::string ls;
+          for (size_t b = 0; b < lens.size(); ++b) ls += strf("%d/%d ", lens[b], nqs[b]);
+          for_each_backend([&](const std::string& be, ThreadPool& pool) {
+            std::vector<float> o = nan_vec(n);
+            cpu::paged_attention(pool, c.q.data(), c.qo_indptr.data(), kv, tmp, o.data(), c.s);
+            EXPECT_CLOSE(strf("%s paged%s page_size=%d %s Hq=%d Hkv=%d D=%d len/nq={ %s}",
+                              be.c_str(), tree ? "+tree" : "", ps, dtype_info(dt).name, h.hq,
+                              h.hkv, h.d, ls.c_str()),
+                         tree ? "paged_attention_tree" : "paged_attention", o.data(),
+                         want.data(), n, 2e-5, [](int64_t) { return 1.0; });
+          });
+        }
+}
+
+TEST_CASE(paged_attention) { paged_sweep(false, 71); }
+TEST_CASE(paged_attention_tree) { paged_sweep(true, 72); }
+
+TEST_CASE(paged_attention_zero_row) {
+  // A tree row of zeros with an empty prefix sees no key at all: the output is zeros.
+  Rng r(73);
+  for (const DType dt : {DType::F32, DType::F16}) {
+    const HeadCfg h{4, 2, 16};
+    PagedCase c = make_paged(r, 16, dt, h, {3, 4}, {3, 2}, true);
+    // Sequence 0: nodes 0..2, row 0 sees nothing, row 1 sees node 1, row 2 sees nodes 0 and 2.
+    const uint8_t m0[9] = {0, 0, 0, 0, 1, 0, 1, 0, 1};
+    std::copy(m0, m0 + 9, c.mask.begin());
+    c.k_pages = c.garbage_k;
+    c.v_pages = c.garbage_v;
+    append_all(c, c.k_pages.data(), c.v_pages.data(), &default_pool());
+    const PagedKv kv = c.kv(c.k_pages.data(), c.v_pages.data());
+    TreeMask tm{c.mask.data(), c.mask_indptr.data()};
+    const int64_t n = (int64_t)c.total_q() * h.hq * h.d;
+    std::vector<float> want = nan_vec(n);
+    ref::paged_attention(c.q.data(), c.qo_indptr.data(), kv, &tm, want.data(), c.s);
+    for (int64_t i = 0; i < h.hq * h.d; ++i) EXPECT(want[i] == 0.f, "ref zero row: %g", want[i]);
+    for_each_backend([&](const std::string& be, ThreadPool& pool) {
+      std::vector<float> o = nan_vec(n);
+      cpu::paged_attention(pool, c.q.data(), c.qo_indptr.data(), kv, &tm, o.data(), c.s);
+      EXPECT_CLOSE(strf("%s paged zero row %s", be.c_str(), dtype_info(dt).name),
+                   "paged_attention_tree", o.data(), want.data(), n, 2e-5,
+                   [](int64_t) { return 1.0; });
+    });
+  }
+}
+
+TEST_CASE(paged_attention_mutation) {
+  // An off-by-one in the page table, a missing causal mask or an ignored tree mask must all
+  // move the result far outside the tolerance.
+  Rng r(74);
+  const HeadCfg h{4, 2, 32};
+  for (const int32_t ps : {1, 3, 16}) {
+    const std::vector<int32_t> lens = {20, 9, 40}, nqs = {4, 3, 5};
+    PagedCase c = make_paged(r, ps, DType::F32, h, lens, nqs, true);
+    c.k_pages = c.garbage_k;
+    c.v_pages = c.garbage_v;
+    append_all(c, c.k_pages.data(), c.v_pages.data(), nullptr);
+    const int64_t n = (int64_t)c.total_q() * h.hq * h.d;
+    const PagedKv kv = c.kv(c.k_pages.data(), c.v_pages.data());
+    std::vector<float> want(n), other(n);
+    auto diff = [&]() {
+      double d = 0;
+      for (int64_t i = 0; i < n; ++i) d = std::max(d, (double)std::fabs(want[i] - other[i]));
+      return d;
+    };
+    ref::paged_attention(c.q.data(), c.qo_indptr.data(), kv, nullptr, want.data(), c.s);
+    // Page table shifted by one entry.
+    std::vector<int32_t> shifted = c.indices;
+    std::rotate(shifted.begin(), shifted.begin() + 1, shifted.end() - 1);
+    PagedKv kv2 = kv;
+    kv2.indices = shifted.data();
+    ref::paged_attention(c.q.data(), c.qo_indptr.data(), kv2, nullptr, other.data(), c.s);
+    EXPECT(diff() > 100 * 2e-5, "page_size %d: shifted page table within %g", ps, diff());
+    // Every query sees every node (a missing causal mask).
+    std::vector<uint8_t> ones(c.mask.size(), 1);
+    TreeMask all{ones.data(), c.mask_indptr.data()};
+    ref::paged_attention(c.q.data(), c.qo_indptr.data(), kv, &all, other.data(), c.s);
+    EXPECT(diff() > 100 * 2e-5, "page_size %d: non-causal within %g of causal", ps, diff());
+    // Off-by-one in the causal limit: query i seeing nodes up to i+1, or only up to i-1.
+    for (const int shift : {1, -1}) {
+      std::vector<uint8_t> off(c.mask.size(), 0);
+      for (size_t b = 0; b < nqs.size(); ++b)
+        for (int32_t i = 0; i < nqs[b]; ++i)
+          for (int32_t j = 0; j < nqs[b]; ++j)
+            off[c.mask_indptr[b] + i * nqs[b] + j] = j <= i + shift;
+      TreeMask om{off.data(), c.mask_indptr.data()};
+      ref::paged_attention(c.q.data(), c.qo_indptr.data(), kv, &om, other.data(), c.s);
+      EXPECT(diff() > 100 * 2e-5, "page_size %d: causal limit off by %d within %g", ps, shift,
+             diff());
+    }
+    // Tree mask vs plain causal.
+    TreeMask tm{c.mask.data(), c.mask_indptr.data()};
+    ref::paged_attention(c.q.data(), c.qo_indptr.data(), kv, &tm, other.data(), c.s);
+    EXPECT(diff() > 100 * 2e-5, "page_size %d: tree mask within %g of causal", ps, diff());
+    // The cpu kernel: causal result, not the non-causal one.
+    for_each_backend([&](const std::string& be, ThreadPool& pool) {
+      std::vector<float> o = nan_vec(n);
+      cpu::paged_attention(pool, c.q.data(), c.qo_indptr.data(), kv, nullptr, o.data(), c.s);
+      EXPECT_CLOSE(strf("%s paged mutation case page_size=%d", be.c_str(), ps),
+                   "paged_attention", o.data(), want.data(), n, 2e-5,
+                   [](int64_t) { return 1.0; });
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// check.h
+// ---------------------------------------------------------------------------------------------
+
+// Runs fn, expecting an ArgError whose message contains one of `names`.
+template <typename F>
+void expect_arg_error_at(const char* file, int line, const char* what,
+                         std::initializer_list<const char*> names, F fn) {
+  ++g_checks;
+  try {
+    fn();
+  } catch (const ArgError& e) {
+    const std::string msg = e.what();
+    for (const char* nm : names)
+      if (msg.find(nm) != std::string::npos) return;
+    std::string want;
+    for (const char* nm : names) want += strf("\"%s\" ", nm);
+    fail(file, line, strf("%s: ArgError message \"%s\" names none of %s", what, msg.c_str(),
+                          want.c_str()));
+    return;
+  } catch (const std::exception& e) {
+    fail(file, line, strf("%s: threw a non-ArgError exception: %s", what, e.what()));
+    return;
+  } catch (...) {
+    fail(file, line, strf("%s: threw a non-standard exception", what));
+    return;
+  }
+  fail(file, line, strf("%s: did not throw", what));
+}
+#define EXPECT_ARG_ERROR(what, names, ...) \
+  expect_arg_error_at(__FILE__, __LINE__, what, names, __VA_ARGS__)
+
+template <typename F>
+void expect_no_throw_at(const char* file, int line, const char* what, F fn) {
+  ++g_checks;
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    fail(file, line, strf("%s: valid input rejected: %s", what, e.what()));
+  }
+}
+#define EXPECT_NO_THROW(what, ...) expect_no_throw_at(__FILE__, __LINE__, what, __VA_ARGS__)
+
+#define NAMES(...) std::initializer_list<const char*>({__VA_ARGS__})
+
+TEST_CASE(check_varlen) {
+  const int32_t good[] = {0, 3, 3, 8};
+  EXPECT_NO_THROW("valid cu_seqlens", [&] { check_varlen(VarlenBatch{good, 3}, 8); });
+  const int32_t empty[] = {0};
+  EXPECT_NO_THROW("no sequences", [&] { check_varlen(VarlenBatch{empty, 0}, 0); });
+  const int32_t nonmono[] = {0, 5, 3, 8};
+  EXPECT_ARG_ERROR("non-monotonic cu_seqlens", NAMES("cu_seqlens"),
+                   [&] { check_varlen(VarlenBatch{nonmono, 3}, 8); });
+  const int32_t nonzero[] = {1, 3, 8};
+  EXPECT_ARG_ERROR("cu_seqlens[0] != 0", NAMES("cu_seqlens"),
+                   [&] { check_varlen(VarlenBatch{nonzero, 2}, 8); });
+  EXPECT_ARG_ERROR("cu_seqlens end != total", NAMES("cu_seqlens"),
+                   [&] { check_varlen(VarlenBatch{good, 3}, 9); });
+}
+
+TEST_CASE(check_attn_shape) {
+  AttnShape s;
+  s.n_heads = 8;
+  s.n_kv_heads = 2;
+  s.head_dim = 64;
+  s.scale = 0.125f;
+  EXPECT_NO_THROW("valid attn shape", [&] { check_attn_shape(s); });
+  AttnShape bad = s;
+  bad.n_heads = 6;
+  bad.n_kv_heads = 4;
+  EXPECT_ARG_ERROR("Hq % Hkv != 0", NAMES("n_kv_heads", "n_heads", "heads"),
+                   [&] { check_attn_shape(bad); });
+  bad = s;
+  bad.n_kv_heads = 0;
+  EXPECT_ARG_ERROR("Hkv == 0", NAMES("n_kv_heads", "heads"), [&] { check_attn_shape(bad); });
+  bad = s;
+  bad.head_dim = 0;
+  EXPECT_ARG_ERROR("head_dim 0", NAMES("head_dim"), [&] { check_attn_shape(bad); });
+}
+
+struct SmallPaged {
+  // Two sequences: seq 0 has pages {2, 0} (5 tokens, page_size 3), seq 1 has page {3} (1 token).
+  int32_t indptr[3] = {0, 2, 3};
+  int32_t indices[3] = {2, 0, 3};
+  int32_t last_page_len[2] = {2, 1};
+  PagedKv kv() {
+    PagedKv p;
+    p.kv_dtype = DType::F32;
+    p.num_pages = 4;
+    p.page_size = 3;
+    p.n_kv_heads = 2;
+    p.head_dim = 8;
+    p.indptr = indptr;
+    p.indices = indices;
+    p.last_page_len = last_page_len;
+    p.batch = 2;
+    return p;
+  }
+};
+
+TEST_CASE(check_paged) {
+  {
+    SmallPaged sp;
+    EXPECT_NO_THROW("valid page table", [&] { check_paged(sp.kv(), 3); });
+  }
+  {
+    SmallPaged sp;
+    sp.indices[1] = 4;  // == num_pages
+    EXPECT_ARG_ERROR("page index out of range", NAMES("indices", "page"),
+                     [&] { check_paged(sp.kv(), 3); });
+  }
+  {
+    SmallPaged sp;
+    sp.indices[2] = -1;
+    EXPECT_ARG_ERROR("negative page index", NAMES("indices", "page"),
+                     [&] { check_paged(sp.kv(), 3); });
+  }
+  {
+    SmallPaged sp;
+    sp.last_page_len[0] = 0;
+    EXPECT_ARG_ERROR("last_page_len 0", NAMES("last_page_len"), [&] { check_paged(sp.kv(), 3); });
+  }
+  {
+    SmallPaged sp;
+    sp.last_page_len[1] = 4;  // > page_size
+    EXPECT_ARG_ERROR("last_page_len > page_size", NAMES("last_page_len"),
+                     [&] { check_paged(sp.kv(), 3); });
+  }
+  {
+    SmallPaged sp;
+    sp.indptr[1] = 4;  // non-monotonic
+    EXPECT_ARG_ERROR("non-monotonic indptr", NAMES("indptr"), [&] { check_paged(sp.kv(), 3); });
+  }
+  {
+    SmallPaged sp;
+    EXPECT_ARG_ERROR("indptr end != num_indices", NAMES("indptr", "indices"),
+                     [&] { check_paged(sp.kv(), 5); });
+  }
+}
+
+TEST_CASE(check_paged_queries) {
+  SmallPaged sp;  // seq lens 5 and 1
+  const PagedKv kv = sp.kv();
+  const int32_t qo_ok[] = {0, 3, 4};
+  EXPECT_NO_THROW("valid queries", [&] { check_paged_queries(qo_ok, 4, kv, nullptr, 0); });
+  const uint8_t mask[10] = {1, 0, 0, 1, 1, 0, 1, 0, 1, 1};
+  const int32_t mask_ok[] = {0, 9, 10};
+  TreeMask tm{mask, mask_ok};
+  EXPECT_NO_THROW("valid tree mask", [&] { check_paged_queries(qo_ok, 4, kv, &tm, 10); });
+  const int32_t qo_long[] = {0, 3, 5};  // 2 queries, 1 KV entry in seq 1
+  EXPECT_ARG_ERROR("nq > kv len", NAMES("qo_indptr", "quer"),
+                   [&] { check_paged_queries(qo_long, 5, kv, nullptr, 0); });
+  const int32_t qo_nonmono[] = {0, 3, 2};
+  EXPECT_ARG_ERROR("non-monotonic qo_indptr", NAMES("qo_indptr"),
+                   [&] { check_paged_queries(qo_nonmono, 2, kv, nullptr, 0); });
+  const int32_t mask_bad[] = {0, 8, 9};  // seq 0 needs 3*3 entries
+  TreeMask tb{mask, mask_bad};
+  EXPECT_ARG_ERROR("tree mask wrongly sized per sequence", NAMES("tree", "mask"),
+                   [&] { check_paged_queries(qo_ok, 4, kv, &tb, 9); });
+  EXPECT_ARG_ERROR("tree mask length != indptr end", NAMES("tree", "mask"),
+                   [&] { check_paged_queries(qo_ok, 4, kv, &tm, 7); });
+}
+
+TEST_CASE(check_kv_append) {
+  SmallPaged sp;  // seq 0: 2 pages of 3 holding 5 tokens, seq 1: 1 page holding 1 token
+  const PagedKv kv = sp.kv();
+  // Appends target positions below the sequence length (last_page_len already counts them).
+  const int32_t b_ok[] = {0, 0, 1}, p_ok[] = {4, 3, 0};
+  EXPECT_NO_THROW("valid append", [&] { check_kv_append(b_ok, p_ok, 3, kv); });
+  const int32_t p_bad[] = {4, 6, 0};  // seq 0 has 6 slots (5 used)
+  EXPECT_ARG_ERROR("position beyond page table", NAMES("positions", "position"),
+                   [&] { check_kv_append(b_ok, p_bad, 3, kv); });
+  const int32_t p_neg[] = {0, -1, 0};
+  EXPECT_ARG_ERROR("negative position", NAMES("positions", "position"),
+                   [&] { check_kv_append(b_ok, p_neg, 3, kv); });
+  const int32_t b_bad[] = {0, 2, 1};
+  EXPECT_ARG_ERROR("batch index out of range", NAMES("batch_indices", "batch"),
+                   [&] { check_kv_append(b_bad, p_ok, 3, kv); });
+}
+
+TEST_CASE(check_matmul_rope_convert) {
+  EXPECT_NO_THROW("q8_0 k=64", [] { check_matmul(DType::Q8_0, 64); });
+  EXPECT_NO_THROW("f32 k=5", [] { check_matmul(DType::F32, 5); });
+  EXPECT_NO_THROW("f16 k=67", [] { check_matmul(DType::F16, 67); });
+  EXPECT_ARG_ERROR("q8_0 k=33", NAMES("k"), [] { check_matmul(DType::Q8_0, 33); });
+  EXPECT_ARG_ERROR("q4_0 k=48", NAMES("k"), [] { check_matmul(DType::Q4_0, 48); });
+  EXPECT_ARG_ERROR("i32 weights", NAMES("dtype", "w_dtype", "i32"),
+                   [] { check_matmul(DType::I32, 64); });
+  RopeParams p;
+  p.n_rot = 64;
+  EXPECT_NO_THROW("rope n_rot 64 of 128", [&] { check_rope(p, 128); });
+  p.n_rot = 3;
+  EXPECT_ARG_ERROR("rope odd n_rot", NAMES("n_rot"), [&] { check_rope(p, 128); });
+  p.n_rot = 130;
+  EXPECT_ARG_ERROR("rope n_rot > head_dim", NAMES("n_rot", "head_dim"), [&] { check_rope(p, 128); });
+  EXPECT_NO_THROW("convert f32->q4_0", [] { check_convert(DType::F32, DType::Q4_0, 64); });
+  EXPECT_NO_THROW("convert q8_0->f32", [] { check_convert(DType::Q8_0, DType::F32, 64); });
+  EXPECT_ARG_ERROR("convert f32->q8_0 n=33", NAMES("n", "block"),
+                   [] { check_convert(DType::F32, DType::Q8_0, 33); });
+  EXPECT_ARG_ERROR("convert f16->q8_0", NAMES("dtype", "f16", "q8_0", "convert"),
+                   [] { check_convert(DType::F16, DType::Q8_0, 64); });
+}
+
+}  // namespace
+
+int main() {
+  const auto t0 = std::chrono::steady_clock::now();
+  const CpuIsa all[] = {CpuIsa::Scalar, CpuIsa::Avx2, CpuIsa::Avx512, CpuIsa::Neon};
+  std::string ran, skipped;
+  for (const CpuIsa isa : all) {
+    if (set_active_isa(isa)) {
+      g_isas.push_back(isa);
+      ran += std::string(isa_name(isa)) + " ";
+    } else {
+      skipped += std::string(isa_name(isa)) + " ";
+    }
+  }
+  set_active_isa(best_isa());
+  g_pool1.reset(new ThreadPool(1));
+  g_pool3.reset(new ThreadPool(3));
+  ThreadPool& def = default_pool();
+  for (const CpuIsa isa : g_isas) {
+    g_backends.push_back({isa, &def, strf("[%s, default pool %d]", isa_name(isa), def.size())});
+    g_backends.push_back({isa, g_pool1.get(), strf("[%s, pool 1]", isa_name(isa))});
+    g_backends.push_back({isa, g_pool3.get(), strf("[%s, pool 3]", isa_name(isa))});
+  }
+  printf("native: cpu features: %s\n", cpu_feature_string().c_str());
+  printf("native: ISAs run: %s(skipped, unsupported: %s)\n", ran.c_str(),
+         skipped.empty() ? "none " : skipped.c_str());
+  printf("native: thread pools: default (%d), 1, 3\n", def.size());
+
+  int passed = 0, failed = 0;
+  for (const TestCase& t : registry()) {
+    g_failures = 0;
+    const auto s0 = std::chrono::steady_clock::now();
+    const int64_t c0 = g_checks;
+    try {
+      t.fn();
+    } catch (const std::exception& e) {
+      fail(__FILE__, __LINE__, strf("uncaught exception: %s", e.what()));
+    } catch (...) {
+      fail(__FILE__, __LINE__, "uncaught non-standard exception");
+    }
+    set_active_isa(best_isa());
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s0).count();
+    if (g_failures == 0) {
+      ++passed;
+      printf("  ok   %-28s %7lld checks %8.1f ms\n", t.name, (long long)(g_checks - c0), ms);
+    } else {
+      ++failed;
+      printf("  FAIL %-28s %d of %lld checks failed %8.1f ms\n", t.name, g_failures,
+             (long long)(g_checks - c0), ms);
+    }
+    fflush(stdout);
+  }
+  printf("native: largest normalised errors (metric: max seen / tolerance)\n");
+  for (const auto& kv : error_stats())
+    printf("    %-24s %.3g / %.3g\n", kv.first.c_str(), kv.second.first, kv.second.second);
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  printf("native: %lld checks in %.1f s\n", (long long)g_checks, secs);
+  printf("native: %d passed, %d failed\n", passed, failed);
+  return failed == 0 ? 0 : 1;
+}
