@@ -17,4 +17,9 @@ export {
 export { backends, nativeInfo, activeDevice, type BackendReport, type NativeInfo, type CudaDeviceInfo, type DeviceChoice } from './native';
 
 import { version as pkgVersion } from './version';
+import { addon } from './native';
 export const version: string = pkgVersion;
+
+// Load the native binary now, so a missing or unusable one fails at require/import time with the
+// list of what was tried (TESSERA_DEVICE decides which binaries are candidates).
+addon();

@@ -85,6 +85,7 @@ function makeOps(reference: boolean): Ops {
     const [n, k] = w.shape;
     const kx = x.shape[x.shape.length - 1];
     if (kx !== k) throw rangeError(where, 'x', `last dimension (${kx}) must equal w's inner dimension (${k})`);
+    if (k === 0) throw rangeError(where, 'w', 'must have a non-empty inner dimension');
     const m = x.size / k;
     const y = Tensor.zeros([...x.shape.slice(0, -1), n]);
     call('matmul', { x: x.data, w: w.data, wDtype: DTYPES[w.dtype].code, y: y.data, m, n, k });
@@ -96,8 +97,9 @@ function makeOps(reference: boolean): Ops {
     expectTensor(where, 'x', x, ['f32']);
     expectTensor(where, 'weight', weight, ['f32'], 1);
     checkNumber(where, 'eps', eps);
+    if (x.shape.length < 1 || x.shape[x.shape.length - 1] === 0) throw rangeError(where, 'x', 'must have a non-empty last axis');
     const n = x.shape[x.shape.length - 1];
-    if (x.shape.length < 1 || n !== weight.shape[0]) {
+    if (n !== weight.shape[0]) {
       throw rangeError(where, 'weight', `length ${weight.shape[0]} must equal x's last dimension (${n})`);
     }
     const y = Tensor.zeros(x.shape);

@@ -3,6 +3,8 @@
 // No logic lives here beyond argument plumbing; lib/ops.ts does the user-facing validation.
 #include <napi.h>
 
+#include <climits>
+#include <cmath>
 #include <string>
 
 #include "tessera/check.h"
@@ -56,13 +58,13 @@ class Args {
     if (!v.IsTypedArray()) throw type_error(name, "a TypedArray");
     return (int64_t)v.As<Napi::TypedArray>().ElementLength();
   }
-  int64_t integer(const char* name, int64_t min) const {
+  int64_t integer(const char* name, int64_t min, int64_t max = int64_t(1) << 53) const {
     Napi::Value v = obj_.Get(name);
     if (!v.IsNumber()) throw type_error(name, "an integer");
     const double d = v.As<Napi::Number>().DoubleValue();
-    if (d != (double)(int64_t)d || d < (double)min)
-      throw Napi::RangeError::New(env_, prefix(name) + " must be an integer >= " + std::to_string(min) +
-                                            ", got " + std::to_string(d));
+    if (!(d >= (double)min && d <= (double)max) || d != std::floor(d))
+      throw Napi::RangeError::New(env_, prefix(name) + " must be an integer in [" + std::to_string(min) + ", " +
+                                            std::to_string(max) + "], got " + std::to_string(d));
     return (int64_t)d;
   }
   double number(const char* name) const {
@@ -77,6 +79,15 @@ class Args {
     return (DType)code;
   }
   bool flag(const char* name) const { return obj_.Get(name).ToBoolean().Value(); }
+
+  // Product of sizes, rejecting overflow and anything past 2^53 (no buffer is that large).
+  int64_t product(std::initializer_list<int64_t> dims) const {
+    int64_t p = 1;
+    for (int64_t d : dims)
+      if (__builtin_mul_overflow(p, d, &p) || p > (int64_t(1) << 53))
+        throw Napi::RangeError::New(env_, std::string(op_) + ": sizes are too large (their product overflows)");
+    return p;
+  }
 
   // Requires `have` bytes to hold at least `need`.
   void need_bytes(const char* name, size_t have, int64_t need) const {
@@ -124,10 +135,10 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     const int64_t m = a.integer("m", 0), n = a.integer("n", 0), k = a.integer("k", 1);
     const DType wt = a.dtype("wDtype");
     check_matmul(wt, k);
-    const float* x = a.f32("x", m * k);
+    const float* x = a.f32("x", a.product({m, k}));
     auto [w, wbytes] = a.bytes("w");
-    a.need_bytes("w", wbytes, n * dtype_bytes(wt, k));
-    float* y = a.f32("y", m * n);
+    a.need_bytes("w", wbytes, a.product({n, dtype_bytes(wt, k)}));
+    float* y = a.f32("y", a.product({m, n}));
     if (a.flag("reference")) ref::matmul(x, w, wt, y, m, n, k);
     else cpu::matmul(default_pool(), x, w, wt, y, m, n, k);
   });
@@ -137,9 +148,9 @@ Napi::Value Rmsnorm(const Napi::CallbackInfo& info) {
   Args a(info, "rmsnorm");
   return guarded(info, [&] {
     const int64_t rows = a.integer("rows", 0), n = a.integer("n", 1);
-    const float* x = a.f32("x", rows * n);
+    const float* x = a.f32("x", a.product({rows, n}));
     const float* w = a.f32("weight", n);
-    float* y = a.f32("y", rows * n);
+    float* y = a.f32("y", a.product({rows, n}));
     const float eps = (float)a.number("eps");
     if (a.flag("reference")) ref::rmsnorm(x, w, y, rows, n, eps);
     else cpu::rmsnorm(default_pool(), x, w, y, rows, n, eps);
@@ -150,14 +161,14 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   Args a(info, "rope");
   return guarded(info, [&] {
     const int64_t tokens = a.integer("tokens", 0);
-    const int32_t heads = (int32_t)a.integer("heads", 1), head_dim = (int32_t)a.integer("headDim", 1);
+    const int32_t heads = (int32_t)a.integer("heads", 1, INT32_MAX), head_dim = (int32_t)a.integer("headDim", 1, INT32_MAX);
     RopeParams p;
-    p.n_rot = (int32_t)a.integer("nRot", 0);
+    p.n_rot = (int32_t)a.integer("nRot", 0, INT32_MAX);
     p.theta_base = (float)a.number("thetaBase");
     p.freq_scale = (float)a.number("freqScale");
-    p.mode = (RopeMode)a.integer("mode", 0);
+    p.mode = (RopeMode)a.integer("mode", 0, 2);
     check_rope(p, head_dim);
-    float* x = a.f32("x", tokens * heads * head_dim);
+    float* x = a.f32("x", a.product({tokens, heads, head_dim}));
     const int32_t* pos = a.i32("positions", tokens);
     if (a.flag("reference")) ref::rope(x, pos, tokens, heads, head_dim, p);
     else cpu::rope(default_pool(), x, pos, tokens, heads, head_dim, p);
@@ -180,8 +191,8 @@ Napi::Value Softmax(const Napi::CallbackInfo& info) {
   Args a(info, "softmax");
   return guarded(info, [&] {
     const int64_t rows = a.integer("rows", 0), n = a.integer("n", 1);
-    const float* x = a.f32("x", rows * n);
-    float* y = a.f32("y", rows * n);
+    const float* x = a.f32("x", a.product({rows, n}));
+    float* y = a.f32("y", a.product({rows, n}));
     if (a.flag("reference")) ref::softmax(x, y, rows, n);
     else cpu::softmax(default_pool(), x, y, rows, n);
   });
@@ -189,9 +200,9 @@ Napi::Value Softmax(const Napi::CallbackInfo& info) {
 
 AttnShape attn_shape(const Args& a) {
   AttnShape s;
-  s.n_heads = (int32_t)a.integer("nHeads", 1);
-  s.n_kv_heads = (int32_t)a.integer("nKvHeads", 1);
-  s.head_dim = (int32_t)a.integer("headDim", 1);
+  s.n_heads = (int32_t)a.integer("nHeads", 1, INT32_MAX);
+  s.n_kv_heads = (int32_t)a.integer("nKvHeads", 1, INT32_MAX);
+  s.head_dim = (int32_t)a.integer("headDim", 1, INT32_MAX);
   s.scale = (float)a.number("scale");
   check_attn_shape(s);
   return s;
@@ -206,10 +217,10 @@ Napi::Value VarlenAttention(const Napi::CallbackInfo& info) {
     batch.num_seqs = (int32_t)(a.length("cuSeqlens") - 1);
     batch.cu_seqlens = a.i32("cuSeqlens", batch.num_seqs + 1);
     check_varlen(batch, T);
-    const float* q = a.f32("q", T * s.n_heads * s.head_dim);
-    const float* k = a.f32("k", T * s.n_kv_heads * s.head_dim);
-    const float* v = a.f32("v", T * s.n_kv_heads * s.head_dim);
-    float* o = a.f32("o", T * s.n_heads * s.head_dim);
+    const float* q = a.f32("q", a.product({T, s.n_heads, s.head_dim}));
+    const float* k = a.f32("k", a.product({T, s.n_kv_heads, s.head_dim}));
+    const float* v = a.f32("v", a.product({T, s.n_kv_heads, s.head_dim}));
+    float* o = a.f32("o", a.product({T, s.n_heads, s.head_dim}));
     if (a.flag("reference")) ref::varlen_attention(q, k, v, o, batch, s);
     else cpu::varlen_attention(default_pool(), q, k, v, o, batch, s);
   });
@@ -219,10 +230,10 @@ Napi::Value VarlenAttention(const Napi::CallbackInfo& info) {
 PagedKv paged_kv(const Args& a) {
   PagedKv kv;
   kv.kv_dtype = a.dtype("kvDtype");
-  kv.num_pages = (int32_t)a.integer("numPages", 0);
-  kv.page_size = (int32_t)a.integer("pageSize", 1);
-  kv.n_kv_heads = (int32_t)a.integer("nKvHeads", 1);
-  kv.head_dim = (int32_t)a.integer("headDim", 1);
+  kv.num_pages = (int32_t)a.integer("numPages", 0, INT32_MAX);
+  kv.page_size = (int32_t)a.integer("pageSize", 1, INT32_MAX);
+  kv.n_kv_heads = (int32_t)a.integer("nKvHeads", 1, INT32_MAX);
+  kv.head_dim = (int32_t)a.integer("headDim", 1, INT32_MAX);
   kv.batch = (int32_t)(a.length("kvIndptr") - 1);
   if (kv.batch < 0) throw_range("kvIndptr must have at least one element");
   kv.indptr = a.i32("kvIndptr", kv.batch + 1);
@@ -230,8 +241,8 @@ PagedKv paged_kv(const Args& a) {
   kv.indices = a.i32("kvIndices", nnz);
   kv.last_page_len = a.i32("kvLastPageLen", kv.batch);
   check_paged(kv, nnz);
-  const int64_t pool_bytes =
-      dtype_bytes(kv.kv_dtype, (int64_t)kv.num_pages * kv.page_size * kv.n_kv_heads * kv.head_dim);
+  const int64_t pool_bytes = dtype_bytes(
+      kv.kv_dtype, a.product({kv.num_pages, kv.page_size, kv.n_kv_heads, kv.head_dim, 2}) / 2);
   auto [kp, kbytes] = a.bytes("kPages");
   auto [vp, vbytes] = a.bytes("vPages");
   a.need_bytes("kPages", kbytes, pool_bytes);
@@ -261,8 +272,8 @@ Napi::Value PagedAttention(const Napi::CallbackInfo& info) {
       tree.indptr = a.i32("maskIndptr", kv.batch + 1);
     }
     check_paged_queries(qo, Tq, kv, has_tree ? &tree : nullptr, mask_len);
-    const float* q = a.f32("q", Tq * s.n_heads * s.head_dim);
-    float* o = a.f32("o", Tq * s.n_heads * s.head_dim);
+    const float* q = a.f32("q", a.product({Tq, s.n_heads, s.head_dim}));
+    float* o = a.f32("o", a.product({Tq, s.n_heads, s.head_dim}));
     if (a.flag("reference")) ref::paged_attention(q, qo, kv, has_tree ? &tree : nullptr, o, s);
     else cpu::paged_attention(default_pool(), q, qo, kv, has_tree ? &tree : nullptr, o, s);
   });
@@ -276,8 +287,8 @@ Napi::Value KvAppend(const Napi::CallbackInfo& info) {
     const int32_t* bi = a.i32("batchIndices", T);
     const int32_t* pos = a.i32("positions", T);
     check_kv_append(bi, pos, T, kv);
-    const float* k = a.f32("k", T * kv.n_kv_heads * kv.head_dim);
-    const float* v = a.f32("v", T * kv.n_kv_heads * kv.head_dim);
+    const float* k = a.f32("k", a.product({T, kv.n_kv_heads, kv.head_dim}));
+    const float* v = a.f32("v", a.product({T, kv.n_kv_heads, kv.head_dim}));
     if (a.flag("reference")) ref::kv_append(k, v, bi, pos, T, kv);
     else cpu::kv_append(default_pool(), k, v, bi, pos, T, kv);
   });
