@@ -25,10 +25,13 @@ struct Kernels {
   void (*bf16_to_f32)(const uint16_t* x, float* y, int64_t n);
   void (*q8_0_to_f32)(const BlockQ8_0* x, float* y, int64_t n);
   void (*q4_0_to_f32)(const BlockQ4_0* x, float* y, int64_t n);
-  // y (m, n) = x (m, k, row stride ldx) · w (n, k, row stride ldw)ᵀ, y row stride ldy.
-  // Small blocks (m, n up to a few dozen) that fit the caches; the matmul op tiles around it.
-  void (*gemm_f32)(const float* x, int64_t ldx, const float* w, int64_t ldw, float* y,
-                   int64_t ldy, int64_t m, int64_t n, int64_t k);
+  // Prefill GEMM on a packed weight panel: y (m, nr) = x (m, k, row stride ldx) · panelᵀ, where
+  // panel is (k, gemm_nr) with panel[p * gemm_nr + j] = w[j][p] (columns past nr are zero).
+  // Writes the first nr columns of each y row (row stride ldy). Register-blocked: broadcast x,
+  // FMA against the panel, so each panel load feeds every row of the block.
+  int gemm_nr;
+  void (*gemm_panel)(const float* x, int64_t ldx, const float* panel, float* y, int64_t ldy,
+                     int64_t m, int32_t nr, int64_t k);
 };
 
 extern const Kernels kScalarKernels;

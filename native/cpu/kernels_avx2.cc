@@ -166,39 +166,47 @@ void q4_0_to_f32_row(const BlockQ4_0* x, float* y, int64_t n) {
   }
 }
 
-// 4 rows of x against 2 rows of w: 8 accumulators, 6 loads per 8 FMAs.
-void gemm_4x2(const float* x, int64_t ldx, const float* w, int64_t ldw, float* y, int64_t ldy,
-              int64_t k) {
-  __m256 acc[4][2];
-  for (auto& r : acc) r[0] = r[1] = _mm256_setzero_ps();
-  int64_t p = 0;
-  for (; p + 8 <= k; p += 8) {
-    const __m256 w0 = _mm256_loadu_ps(w + p), w1 = _mm256_loadu_ps(w + ldw + p);
-    for (int i = 0; i < 4; i++) {
-      const __m256 xi = _mm256_loadu_ps(x + i * ldx + p);
-      acc[i][0] = _mm256_fmadd_ps(xi, w0, acc[i][0]);
-      acc[i][1] = _mm256_fmadd_ps(xi, w1, acc[i][1]);
+// Panel GEMM: MR rows of x x 16 panel columns (2 ymm) = 12 accumulators (+2 panel +1 broadcast).
+constexpr int kNr = 16;
+template <int MR>
+void gemm_block(const float* x, int64_t ldx, const float* panel, float* y, int64_t ldy, int32_t nr,
+                int64_t k) {
+  __m256 acc[MR][2];
+  for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  for (int64_t p = 0; p < k; p++) {
+    const __m256 w0 = _mm256_loadu_ps(panel + p * kNr), w1 = _mm256_loadu_ps(panel + p * kNr + 8);
+    for (int r = 0; r < MR; r++) {
+      const __m256 xb = _mm256_broadcast_ss(x + r * ldx + p);
+      acc[r][0] = _mm256_fmadd_ps(xb, w0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(xb, w1, acc[r][1]);
     }
   }
-  for (int i = 0; i < 4; i++)
-    for (int j = 0; j < 2; j++) {
-      float s = hsum(acc[i][j]);
-      for (int64_t q = p; q < k; q++) s += x[i * ldx + q] * w[j * ldw + q];
-      y[i * ldy + j] = s;
+  for (int r = 0; r < MR; r++) {
+    float* yr = y + r * ldy;
+    if (nr == kNr) {
+      _mm256_storeu_ps(yr, acc[r][0]);
+      _mm256_storeu_ps(yr + 8, acc[r][1]);
+    } else {
+      alignas(32) float tmp[kNr];
+      _mm256_store_ps(tmp, acc[r][0]);
+      _mm256_store_ps(tmp + 8, acc[r][1]);
+      for (int j = 0; j < nr; j++) yr[j] = tmp[j];
     }
+  }
 }
 
-void gemm_f32(const float* x, int64_t ldx, const float* w, int64_t ldw, float* y, int64_t ldy,
-              int64_t m, int64_t n, int64_t k) {
+void gemm_panel(const float* x, int64_t ldx, const float* panel, float* y, int64_t ldy, int64_t m,
+                int32_t nr, int64_t k) {
   int64_t i = 0;
-  for (; i + 4 <= m; i += 4) {
-    int64_t j = 0;
-    for (; j + 2 <= n; j += 2) gemm_4x2(x + i * ldx, ldx, w + j * ldw, ldw, y + i * ldy + j, ldy, k);
-    for (; j < n; j++)
-      for (int64_t r = i; r < i + 4; r++) y[r * ldy + j] = dot_f32(x + r * ldx, w + j * ldw, k);
+  for (; i + 6 <= m; i += 6) gemm_block<6>(x + i * ldx, ldx, panel, y + i * ldy, ldy, nr, k);
+  switch (m - i) {
+    case 5: gemm_block<5>(x + i * ldx, ldx, panel, y + i * ldy, ldy, nr, k); break;
+    case 4: gemm_block<4>(x + i * ldx, ldx, panel, y + i * ldy, ldy, nr, k); break;
+    case 3: gemm_block<3>(x + i * ldx, ldx, panel, y + i * ldy, ldy, nr, k); break;
+    case 2: gemm_block<2>(x + i * ldx, ldx, panel, y + i * ldy, ldy, nr, k); break;
+    case 1: gemm_block<1>(x + i * ldx, ldx, panel, y + i * ldy, ldy, nr, k); break;
+    default: break;
   }
-  for (; i < m; i++)
-    for (int64_t j = 0; j < n; j++) y[i * ldy + j] = dot_f32(x + i * ldx, w + j * ldw, k);
 }
 
 }  // namespace
@@ -206,7 +214,7 @@ void gemm_f32(const float* x, int64_t ldx, const float* w, int64_t ldw, float* y
 const Kernels kAvx2Kernels = {
     dot_f32,         dot_f16,         dot_bf16,        dot_q8_0,        dot_q4_0, axpy_f32,
     axpy_f16,        f16_to_f32_row,  bf16_to_f32_row, q8_0_to_f32_row, q4_0_to_f32_row,
-    gemm_f32,
+    kNr,             gemm_panel,
 };
 
 }  // namespace tessera::cpu

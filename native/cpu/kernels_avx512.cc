@@ -156,36 +156,43 @@ void q4_0_to_f32_row(const BlockQ4_0* x, float* y, int64_t n) {
   }
 }
 
-// 4 rows of x against 4 rows of w: 16 accumulators of the 32 registers.
-void gemm_4x4(const float* x, int64_t ldx, const float* w, int64_t ldw, float* y, int64_t ldy,
-              int64_t k) {
-  __m512 acc[4][4];
-  for (auto& r : acc)
-    for (auto& a : r) a = _mm512_setzero_ps();
-  for (int64_t p = 0; p < k; p += 16) {
-    const __mmask16 m = tail_mask(k - p);
-    __m512 wv[4];
-    for (int j = 0; j < 4; j++) wv[j] = load_f32(w + j * ldw + p, m);
-    for (int i = 0; i < 4; i++) {
-      const __m512 xi = load_f32(x + i * ldx + p, m);
-      for (int j = 0; j < 4; j++) acc[i][j] = _mm512_fmadd_ps(xi, wv[j], acc[i][j]);
+// Panel GEMM: MR rows of x x 32 panel columns (2 zmm) = 24 accumulators (+2 panel +1 broadcast
+// of the 32 registers); each step is 2 panel loads and MR broadcasts for 2*MR FMAs.
+constexpr int kNr = 32;
+template <int MR>
+void gemm_block(const float* x, int64_t ldx, const float* panel, float* y, int64_t ldy, int32_t nr,
+                int64_t k) {
+  __m512 acc[MR][2];
+  for (int r = 0; r < MR; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < k; p++) {
+    const __m512 w0 = _mm512_loadu_ps(panel + p * kNr), w1 = _mm512_loadu_ps(panel + p * kNr + 16);
+    for (int r = 0; r < MR; r++) {
+      const __m512 xb = _mm512_set1_ps(x[r * ldx + p]);
+      acc[r][0] = _mm512_fmadd_ps(xb, w0, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(xb, w1, acc[r][1]);
     }
   }
-  for (int i = 0; i < 4; i++)
-    for (int j = 0; j < 4; j++) y[i * ldy + j] = _mm512_reduce_add_ps(acc[i][j]);
+  const __mmask16 m0 = tail_mask(nr), m1 = tail_mask(nr > 16 ? nr - 16 : 0);
+  for (int r = 0; r < MR; r++) {
+    _mm512_mask_storeu_ps(y + r * ldy, m0, acc[r][0]);
+    _mm512_mask_storeu_ps(y + r * ldy + 16, m1, acc[r][1]);
+  }
 }
 
-void gemm_f32(const float* x, int64_t ldx, const float* w, int64_t ldw, float* y, int64_t ldy,
-              int64_t m, int64_t n, int64_t k) {
-  int64_t i = 0;
-  for (; i + 4 <= m; i += 4) {
-    int64_t j = 0;
-    for (; j + 4 <= n; j += 4) gemm_4x4(x + i * ldx, ldx, w + j * ldw, ldw, y + i * ldy + j, ldy, k);
-    for (; j < n; j++)
-      for (int64_t r = i; r < i + 4; r++) y[r * ldy + j] = dot_f32(x + r * ldx, w + j * ldw, k);
+template <int MR>
+void gemm_tail(const float* x, int64_t ldx, const float* panel, float* y, int64_t ldy, int32_t nr,
+               int64_t k, int64_t rows) {
+  if constexpr (MR > 0) {
+    if (rows == MR) gemm_block<MR>(x, ldx, panel, y, ldy, nr, k);
+    else gemm_tail<MR - 1>(x, ldx, panel, y, ldy, nr, k, rows);
   }
-  for (; i < m; i++)
-    for (int64_t j = 0; j < n; j++) y[i * ldy + j] = dot_f32(x + i * ldx, w + j * ldw, k);
+}
+
+void gemm_panel(const float* x, int64_t ldx, const float* panel, float* y, int64_t ldy, int64_t m,
+                int32_t nr, int64_t k) {
+  int64_t i = 0;
+  for (; i + 12 <= m; i += 12) gemm_block<12>(x + i * ldx, ldx, panel, y + i * ldy, ldy, nr, k);
+  if (i < m) gemm_tail<11>(x + i * ldx, ldx, panel, y + i * ldy, ldy, nr, k, m - i);
 }
 
 }  // namespace
@@ -193,7 +200,7 @@ void gemm_f32(const float* x, int64_t ldx, const float* w, int64_t ldw, float* y
 const Kernels kAvx512Kernels = {
     dot_f32,         dot_f16,         dot_bf16,        dot_q8_0,        dot_q4_0, axpy_f32,
     axpy_f16,        f16_to_f32_row,  bf16_to_f32_row, q8_0_to_f32_row, q4_0_to_f32_row,
-    gemm_f32,
+    kNr,             gemm_panel,
 };
 
 }  // namespace tessera::cpu

@@ -1,6 +1,6 @@
 // NEON kernel set for arm64 (NEON is baseline there, so no run-time check is needed).
 // The f32/f16 dot and axpy loops, which carry attention and f16 matmuls, are vectorised; the
-// remaining entries are the scalar set's.
+// remaining entries (quantised dots, the panel GEMM) are the scalar set's.
 #if defined(__aarch64__)
 
 #include <arm_neon.h>
@@ -59,12 +59,6 @@ void f16_to_f32_row(const uint16_t* x, float* y, int64_t n) {
   for (; i < n; i++) y[i] = f16_to_f32(x[i]);
 }
 
-void gemm_f32(const float* x, int64_t ldx, const float* w, int64_t ldw, float* y, int64_t ldy,
-              int64_t m, int64_t n, int64_t k) {
-  for (int64_t i = 0; i < m; i++)
-    for (int64_t j = 0; j < n; j++) y[i * ldy + j] = dot_f32(x + i * ldx, w + j * ldw, k);
-}
-
 Kernels make_neon() {
   Kernels k = kScalarKernels;  // constant-initialised, so safe to read during dynamic init
   k.dot_f32 = dot_f32;
@@ -72,7 +66,6 @@ Kernels make_neon() {
   k.axpy_f32 = axpy_f32;
   k.axpy_f16 = axpy_f16;
   k.f16_to_f32 = f16_to_f32_row;
-  k.gemm_f32 = gemm_f32;
   return k;
 }
 

@@ -1,5 +1,6 @@
 // Portable kernel set: plain C++ with several accumulators (the baseline every CPU runs, and the
 // reference the SIMD sets are tested against).
+#include <algorithm>
 #include <cmath>
 
 #include "kernels.h"
@@ -94,10 +95,21 @@ void q4_0_to_f32_row(const BlockQ4_0* x, float* y, int64_t n) {
   }
 }
 
-void gemm_f32(const float* x, int64_t ldx, const float* w, int64_t ldw, float* y, int64_t ldy,
-              int64_t m, int64_t n, int64_t k) {
-  for (int64_t i = 0; i < m; i++)
-    for (int64_t j = 0; j < n; j++) y[i * ldy + j] = dot_f32(x + i * ldx, w + j * ldw, k);
+// 4 rows x 8 panel columns per block, plain loops the compiler can vectorise.
+constexpr int kNr = 8;
+void gemm_panel(const float* x, int64_t ldx, const float* panel, float* y, int64_t ldy, int64_t m,
+                int32_t nr, int64_t k) {
+  for (int64_t i0 = 0; i0 < m; i0 += 4) {
+    const int64_t mr = std::min<int64_t>(4, m - i0);
+    float acc[4][kNr] = {};
+    for (int64_t p = 0; p < k; p++)
+      for (int64_t r = 0; r < mr; r++) {
+        const float xv = x[(i0 + r) * ldx + p];
+        for (int j = 0; j < kNr; j++) acc[r][j] += xv * panel[p * kNr + j];
+      }
+    for (int64_t r = 0; r < mr; r++)
+      for (int j = 0; j < nr; j++) y[(i0 + r) * ldy + j] = acc[r][j];
+  }
 }
 
 }  // namespace
@@ -105,7 +117,7 @@ void gemm_f32(const float* x, int64_t ldx, const float* w, int64_t ldw, float* y
 const Kernels kScalarKernels = {
     dot_f32,         dot_f16,         dot_bf16,        dot_q8_0,        dot_q4_0, axpy_f32,
     axpy_f16,        f16_to_f32_row,  bf16_to_f32_row, q8_0_to_f32_row, q4_0_to_f32_row,
-    gemm_f32,
+    kNr,             gemm_panel,
 };
 
 }  // namespace tessera::cpu

@@ -1,7 +1,8 @@
 // matmul: y (m, n) = x (m, k) · wᵀ with w (n, k) in f32/f16/bf16/q8_0/q4_0.
 // Few rows (decode): each weight row is streamed once and dequantised in registers.
-// Many rows (prefill): blocks of weight rows are dequantised once into a per-thread f32 tile
-// and multiplied by every row of x with the register-tiled gemm kernel.
+// Many rows (prefill): gemm_nr weight rows at a time are dequantised once into a per-thread
+// f32 panel (transposed: panel[p][j]) and multiplied by every row of x with the register-blocked
+// panel kernel; threads split the weight rows, so each weight byte is read once.
 #include <algorithm>
 #include <vector>
 
@@ -33,9 +34,7 @@ void row_to_f32(const Kernels& K, DType t, const void* row, float* out, int64_t 
   }
 }
 
-constexpr int64_t kGemvMaxRows = 3;  // up to this many x rows, stream w without a tile
-constexpr int64_t kTileRows = 16;    // weight rows dequantised per tile
-constexpr int64_t kXBlock = 64;      // x rows per gemm call (keeps them in L2)
+constexpr int64_t kGemvMaxRows = 3;  // up to this many x rows, stream w without a panel
 
 }  // namespace
 
@@ -54,21 +53,30 @@ void matmul(ThreadPool& pool, const float* x, const void* w, DType w_dtype, floa
     return;
   }
 
-  const int64_t tiles = (n + kTileRows - 1) / kTileRows;
-  pool.parallel_for(tiles, 1, [&](int64_t t0, int64_t t1) {
-    thread_local std::vector<float> tile;
+  const int32_t nr = K.gemm_nr;
+  const int64_t panels = (n + nr - 1) / nr;
+  pool.parallel_for(panels, 1, [&](int64_t t0, int64_t t1) {
+    thread_local std::vector<float> panel, row;
+    panel.resize(k * nr);
+    row.resize(k);
     for (int64_t t = t0; t < t1; t++) {
-      const int64_t j0 = t * kTileRows, nb = std::min(kTileRows, n - j0);
-      const float* wf;
-      if (w_dtype == DType::F32) {
-        wf = reinterpret_cast<const float*>(wb + j0 * row_bytes);
-      } else {
-        tile.resize(kTileRows * k);
-        for (int64_t r = 0; r < nb; r++) row_to_f32(K, w_dtype, wb + (j0 + r) * row_bytes, tile.data() + r * k, k);
-        wf = tile.data();
+      const int64_t j0 = t * nr;
+      const int32_t nb = (int32_t)std::min<int64_t>(nr, n - j0);
+      // panel (k, nr) = w rows j0 .. j0+nb transposed, zero beyond nb
+      for (int32_t j = 0; j < nr; j++) {
+        const float* src;
+        if (j >= nb) {
+          std::fill(row.begin(), row.end(), 0.f);
+          src = row.data();
+        } else if (w_dtype == DType::F32) {
+          src = reinterpret_cast<const float*>(wb + (j0 + j) * row_bytes);
+        } else {
+          row_to_f32(K, w_dtype, wb + (j0 + j) * row_bytes, row.data(), k);
+          src = row.data();
+        }
+        for (int64_t p = 0; p < k; p++) panel[p * nr + j] = src[p];
       }
-      for (int64_t i0 = 0; i0 < m; i0 += kXBlock)
-        K.gemm_f32(x + i0 * k, k, wf, k, y + i0 * n + j0, n, std::min(kXBlock, m - i0), nb, k);
+      K.gemm_panel(x, k, panel.data(), y + j0, n, m, nb, k);
     }
   });
 }
