@@ -180,7 +180,7 @@ function load(): Loaded {
       throw new Error(
         `tessera: TESSERA_DEVICE=cuda but no usable CUDA backend: ${reports[0].reason}.\n` +
           'Possible solutions: install an NVIDIA driver and a GPU of compute capability >= 7.5; build the CUDA ' +
-          'binary with `npm run build:cmake` (needs nvcc); or unset TESSERA_DEVICE to run on the CPU.',
+          'binary with `npm run build:cuda` (needs nvcc); or unset TESSERA_DEVICE to run on the CPU.',
       );
     }
   } else {

@@ -4,6 +4,14 @@
 import { DTYPES, type DType, type Storage, allocStorage, isDType, storageLength, storageMatches } from './dtype';
 import { DisposedError, describe, rangeError, typeError } from './errors';
 
+// Symbol.dispose exists at run time on Node 20; declare it (as @types/node and TypeScript's
+// esnext.disposable lib do) so consumers compile without either.
+declare global {
+  interface SymbolConstructor {
+    readonly dispose: unique symbol;
+  }
+}
+
 export type Device = 'cpu';
 export type Shape = readonly number[];
 
@@ -134,6 +142,7 @@ export class Tensor {
     this.#data = null;
   }
 
+  /** `using t = ...` support (explicit resource management). */
   [Symbol.dispose](): void {
     this.dispose();
   }

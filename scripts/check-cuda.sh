@@ -12,7 +12,7 @@ export CUDACXX="$(command -v nvcc)"
 cmake -S . -B build-cuda-test -DTESSERA_CUDA=ON -DTESSERA_NATIVE_TESTS=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build-cuda-test -j 2 --target tessera_cuda_parity_test
 ./build-cuda-test/tessera_cuda_parity_test
-npx cmake-js compile --out build-cuda >/dev/null
+npm run build:cuda
 node -e "
 const t = require('./build-cuda/Release/tessera_cuda.node');
 const c = t.info().cuda;

@@ -164,8 +164,9 @@ describe('dispose', () => {
 
   it('Symbol.dispose exists and disposes', () => {
     const t = Tensor.zeros([4]);
-    expect(typeof (t as unknown as Record<symbol, unknown>)[Symbol.dispose]).toBe('function');
-    t[Symbol.dispose]();
+    const disposer = (t as unknown as Record<symbol, () => void>)[Symbol.dispose];
+    expect(typeof disposer).toBe('function');
+    disposer.call(t);
     expect(t.disposed).toBe(true);
     // Disposing releases the reference, not the caller's array.
     const a = new Float32Array(2);
