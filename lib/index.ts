@@ -14,6 +14,7 @@ export {
   type PageTable,
   type PagedAttentionOptions,
 } from './ops';
+export { readGguf, writeGguf, type GgufInfo, type GgufTensorInfo, type GgufValue, type GgufWriteSpec } from './gguf';
 export { backends, nativeInfo, activeDevice, type BackendReport, type NativeInfo, type CudaDeviceInfo, type DeviceChoice } from './native';
 
 import { version as pkgVersion } from './version';

@@ -49,6 +49,8 @@ export interface Addon {
   pagedAttention(a: Args): void;
   kvAppend(a: Args): void;
   convert(a: Args): void;
+  ggufRead(path: string): unknown;
+  ggufWrite(path: string, spec: unknown): number;
 }
 
 export interface BackendReport {

@@ -13,6 +13,10 @@
 #include "tessera/ops.h"
 #include "tessera/threadpool.h"
 
+namespace tessera {
+void register_gguf(Napi::Env env, Napi::Object exports);  // native/napi/gguf.cc
+}
+
 namespace {
 
 using namespace tessera;
@@ -374,6 +378,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("pagedAttention", Napi::Function::New(env, PagedAttention));
   exports.Set("kvAppend", Napi::Function::New(env, KvAppend));
   exports.Set("convert", Napi::Function::New(env, Convert));
+  register_gguf(env, exports);
   return exports;
 }
 
