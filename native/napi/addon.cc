@@ -14,7 +14,8 @@
 #include "tessera/threadpool.h"
 
 namespace tessera {
-void register_gguf(Napi::Env env, Napi::Object exports);  // native/napi/gguf.cc
+void register_gguf(Napi::Env env, Napi::Object exports);   // native/napi/gguf.cc
+void register_model(Napi::Env env, Napi::Object exports);  // native/napi/model.cc
 }
 
 namespace {
@@ -379,6 +380,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("kvAppend", Napi::Function::New(env, KvAppend));
   exports.Set("convert", Napi::Function::New(env, Convert));
   register_gguf(env, exports);
+  register_model(env, exports);
   return exports;
 }
 

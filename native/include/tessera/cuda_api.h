@@ -24,8 +24,10 @@ struct CudaProbe {
 };
 
 // Probes once (device count, compute capability >= 7.5 on the current device, then a tiny kernel
-// launch checked end to end) and returns a copy of the cached result afterwards. Never throws for a missing
-// driver or device: that is reported through `usable` / `reason`.
+// launch checked end to end) and returns a copy of the cached result afterwards. Never throws for
+// a missing driver or device: that is reported through `usable` / `reason`.
+// CUDA builds implement it in native/cuda/runtime.cu; CPU-only builds get a stub that reports
+// why (native/ops/backends.cc).
 CudaProbe cuda_probe();
 
 // Whether this binary has the CUDA backend compiled in (native/ops/backends.cc).

@@ -1,0 +1,110 @@
+// paged_attention: queries of many sequences (decode, chunked prefill, tree verify) against the
+// CSR paged KV cache (FlashInfer NHD layout), f32 or f16 pages, GQA, optional tree mask.
+// Launch: grid (token blocks, Hq), 128 threads; each block loops over the query tokens
+// t < qo_indptr[batch] (read on the device), finds the sequence b of t by binary search on
+// qo_indptr and runs the online-softmax core (attention.cuh) over the keys of b:
+//   query i of nq sees the prefix [0, L - nq) and, without a tree, nodes 0..i (plain causal);
+//   with a tree, node j iff mask[mask_indptr[b] + i * nq + j] != 0.
+// Key positions map to page slots through the sequence's page table (indices[indptr[b] + pos /
+// page_size], slot pos % page_size).
+#include "attention.cuh"
+#include "cuda_ops.h"
+
+namespace tessera::cuda {
+namespace {
+
+template <typename KV>
+struct PagedKeys {
+  const KV* k_pages;
+  const KV* v_pages;
+  const int32_t* pages;  // the sequence's page ids
+  const uint8_t* mrow;   // this query's tree mask row, or null
+  int32_t prefix;        // keys [0, prefix) are always visible
+  int32_t page_size;
+  int32_t Hkv;
+  int32_t D;
+  int32_t hk;
+
+  __device__ __forceinline__ int64_t row(int j) const {
+    const int32_t page = pages[j / page_size];
+    return (((int64_t)page * page_size + j % page_size) * Hkv + hk) * D;
+  }
+  __device__ __forceinline__ const KV* krow(int j) const { return k_pages + row(j); }
+  __device__ __forceinline__ const KV* vrow(int j) const { return v_pages + row(j); }
+  __device__ __forceinline__ bool visible(int j) const {
+    return j < prefix || mrow == nullptr || mrow[j - prefix] != 0;
+  }
+};
+
+template <int DPL, typename KV>
+__global__ void __launch_bounds__(kAttnThreads, kAttnMinBlocks)
+    paged_attention_kernel(const float* __restrict__ q, const int32_t* __restrict__ qo_indptr,
+                           PagedKv kv, TreeMask tree, bool has_tree, float* __restrict__ o,
+                           int32_t Hq, int32_t group, int32_t D, float scale) {
+  extern __shared__ float smem[];
+  const int32_t h = blockIdx.y;
+  const int32_t total = qo_indptr[kv.batch];
+  PagedKeys<KV> keys;
+  keys.k_pages = static_cast<const KV*>(kv.k_pages);
+  keys.v_pages = static_cast<const KV*>(kv.v_pages);
+  keys.page_size = kv.page_size;
+  keys.Hkv = kv.n_kv_heads;
+  keys.D = D;
+  keys.hk = h / group;
+  for (int32_t t = blockIdx.x; t < total; t += gridDim.x) {
+    const int32_t b = find_segment(qo_indptr, kv.batch, t);
+    const int32_t q0 = qo_indptr[b];
+    const int32_t nq = qo_indptr[b + 1] - q0;
+    const int32_t i = t - q0;
+    const int32_t L = kv.seq_len(b);
+    keys.prefix = L - nq;
+    keys.pages = kv.indices + kv.indptr[b];
+    keys.mrow = has_tree ? tree.mask + tree.indptr[b] + (int64_t)i * nq : nullptr;
+    const int32_t n = has_tree ? L : keys.prefix + i + 1;
+    const int64_t qo = ((int64_t)t * Hq + h) * D;
+    attend_row<DPL>(q + qo, scale, D, n, keys, o + qo, smem);
+  }
+}
+
+template <int DPL, typename KV>
+void launch(cudaStream_t stream, const float* q, const int32_t* qo_indptr, const PagedKv& kv,
+            const TreeMask* tree, float* o, const AttnShape& s) {
+  const size_t smem = attn_smem_bytes(DPL, s.head_dim);
+  attn_prepare_smem(paged_attention_kernel<DPL, KV>, smem, "paged_attention");
+  const dim3 grid(attn_token_blocks(s.n_heads), (unsigned)s.n_heads);
+  const TreeMask tm = tree != nullptr ? *tree : TreeMask{};
+  paged_attention_kernel<DPL, KV><<<grid, kAttnThreads, smem, stream>>>(
+      q, qo_indptr, kv, tm, tree != nullptr, o, s.n_heads, s.n_heads / s.n_kv_heads, s.head_dim,
+      s.scale);
+}
+
+template <typename KV>
+void dispatch(cudaStream_t stream, const float* q, const int32_t* qo_indptr, const PagedKv& kv,
+              const TreeMask* tree, float* o, const AttnShape& s) {
+  switch (attn_dpl(s.head_dim)) {
+    case 1: launch<1, KV>(stream, q, qo_indptr, kv, tree, o, s); break;
+    case 2: launch<2, KV>(stream, q, qo_indptr, kv, tree, o, s); break;
+    case 3: launch<3, KV>(stream, q, qo_indptr, kv, tree, o, s); break;
+    case 4: launch<4, KV>(stream, q, qo_indptr, kv, tree, o, s); break;
+    case 6: launch<6, KV>(stream, q, qo_indptr, kv, tree, o, s); break;
+    case 8: launch<8, KV>(stream, q, qo_indptr, kv, tree, o, s); break;
+    default: launch<0, KV>(stream, q, qo_indptr, kv, tree, o, s); break;
+  }
+}
+
+}  // namespace
+
+void paged_attention(cudaStream_t stream, const float* q, const int32_t* qo_indptr, const PagedKv& kv,
+                     const TreeMask* tree, float* o, const AttnShape& s) {
+  if (kv.batch <= 0 || s.n_heads <= 0 || s.n_kv_heads <= 0 || s.head_dim <= 0) return;
+  if (kv.kv_dtype == DType::F16) {
+    dispatch<uint16_t>(stream, q, qo_indptr, kv, tree, o, s);
+  } else if (kv.kv_dtype == DType::F32) {
+    dispatch<float>(stream, q, qo_indptr, kv, tree, o, s);
+  } else {
+    throw std::invalid_argument("tessera::cuda::paged_attention: kv dtype must be f32 or f16");
+  }
+  check_launch("paged_attention");
+}
+
+}  // namespace tessera::cuda

@@ -1,0 +1,194 @@
+// CUDA runtime glue: error helpers, the RAII device buffer and the one-time capability probe.
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "common.cuh"
+#include "tessera/cuda_api.h"
+
+namespace tessera::cuda {
+
+void throw_cuda_error(cudaError_t err, const char* what, const char* file, int line) {
+  std::ostringstream os;
+  os << "CUDA error: " << what << " failed at " << file << ":" << line << ": "
+     << cudaGetErrorString(err) << " (" << cudaGetErrorName(err) << ")";
+  throw std::runtime_error(os.str());
+}
+
+void check_launch(const char* kernel) {
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    throw std::runtime_error(std::string("CUDA error: launch of ") + kernel +
+                             " failed: " + cudaGetErrorString(err));
+  }
+}
+
+int sm_count() {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> cache[kMaxDevices];  // zero-initialised (static storage)
+  int dev = 0;
+  TS_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev >= 0 && dev < kMaxDevices) {
+    const int cached = cache[dev].load(std::memory_order_relaxed);
+    if (cached > 0) return cached;
+  }
+  int n = 0;
+  TS_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+  if (n < 1) n = 1;
+  if (dev >= 0 && dev < kMaxDevices) cache[dev].store(n, std::memory_order_relaxed);
+  return n;
+}
+
+// ---- DeviceBuffer --------------------------------------------------------------------------------
+
+DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
+  if (bytes > 0) TS_CUDA_CHECK(cudaMalloc(&ptr_, bytes));
+}
+
+DeviceBuffer::~DeviceBuffer() { reset(); }
+
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& o) noexcept
+    : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
+  if (this != &o) {
+    reset();
+    ptr_ = std::exchange(o.ptr_, nullptr);
+    bytes_ = std::exchange(o.bytes_, 0);
+  }
+  return *this;
+}
+
+void DeviceBuffer::reset() {
+  if (ptr_ != nullptr) cudaFree(ptr_);  // errors at teardown are not actionable
+  ptr_ = nullptr;
+  bytes_ = 0;
+}
+
+void DeviceBuffer::upload(const void* host, size_t bytes) {
+  if (bytes > bytes_) throw std::out_of_range("DeviceBuffer::upload: more bytes than the buffer holds");
+  if (bytes > 0) TS_CUDA_CHECK(cudaMemcpy(ptr_, host, bytes, cudaMemcpyHostToDevice));
+}
+
+void DeviceBuffer::download(void* host, size_t bytes) const {
+  if (bytes > bytes_) throw std::out_of_range("DeviceBuffer::download: more bytes than the buffer holds");
+  if (bytes > 0) TS_CUDA_CHECK(cudaMemcpy(host, ptr_, bytes, cudaMemcpyDeviceToHost));
+}
+
+void DeviceBuffer::fill(int byte_value) {
+  if (bytes_ > 0) {
+    TS_CUDA_CHECK(cudaMemset(ptr_, byte_value, bytes_));
+    TS_CUDA_CHECK(cudaDeviceSynchronize());
+  }
+}
+
+// ---- probe ---------------------------------------------------------------------------------------
+
+namespace {
+
+__global__ void probe_kernel(int* out, int a, int b) {
+  const int i = threadIdx.x;
+  out[i] = a * i + b;
+}
+
+std::string err_text(cudaError_t err) {
+  return std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err);
+}
+
+CudaProbe run_probe() {
+  CudaProbe p;
+  cudaDriverGetVersion(&p.driver_version);  // 0 when no driver is installed
+  cudaRuntimeGetVersion(&p.runtime_version);
+
+  int count = 0;
+  cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // clear the (non-sticky) error of this thread
+    p.reason = (err == cudaErrorNoDevice ? "no CUDA device: " : "no CUDA driver: ") + err_text(err);
+    return p;
+  }
+  if (count <= 0) {
+    p.reason = "no CUDA device: cudaGetDeviceCount returned 0";
+    return p;
+  }
+  for (int i = 0; i < count; ++i) {
+    cudaDeviceProp prop{};
+    err = cudaGetDeviceProperties(&prop, i);
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      p.reason = "cannot query CUDA device " + std::to_string(i) + ": " + err_text(err);
+      return p;
+    }
+    CudaDeviceInfo d;
+    d.index = i;
+    d.name = prop.name;
+    d.cc_major = prop.major;
+    d.cc_minor = prop.minor;
+    d.total_mem = prop.totalGlobalMem;
+    p.devices.push_back(std::move(d));
+  }
+
+  int dev = 0;
+  err = cudaGetDevice(&dev);
+  if (err != cudaSuccess || dev < 0 || dev >= count) {
+    cudaGetLastError();
+    p.reason = "cannot select a CUDA device: " + err_text(err);
+    return p;
+  }
+  const CudaDeviceInfo& d = p.devices[dev];
+  if (d.cc_major * 10 + d.cc_minor < 75) {
+    p.reason = "CUDA device " + std::to_string(dev) + " (" + d.name + ") has compute capability " +
+               std::to_string(d.cc_major) + "." + std::to_string(d.cc_minor) +
+               "; tessera needs 7.5 or newer";
+    return p;
+  }
+
+  // A real launch: catches a driver too old for this binary, missing kernel images for this
+  // architecture, or a device that is busy / in a prohibited compute mode.
+  constexpr int kN = 64;
+  int* buf = nullptr;
+  err = cudaMalloc(&buf, kN * sizeof(int));
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    p.reason = "cudaMalloc failed on device " + std::to_string(dev) + ": " + err_text(err);
+    return p;
+  }
+  probe_kernel<<<1, kN>>>(buf, 3, 7);
+  err = cudaGetLastError();
+  if (err == cudaSuccess) err = cudaDeviceSynchronize();
+  int host[kN] = {};
+  if (err == cudaSuccess) err = cudaMemcpy(host, buf, sizeof(host), cudaMemcpyDeviceToHost);
+  cudaFree(buf);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    p.reason = "test kernel failed on device " + std::to_string(dev) + " (" + d.name + "): " +
+               err_text(err);
+    return p;
+  }
+  for (int i = 0; i < kN; ++i) {
+    if (host[i] != 3 * i + 7) {
+      p.reason = "test kernel returned wrong results on device " + std::to_string(dev) + " (" +
+                 d.name + ")";
+      return p;
+    }
+  }
+  p.usable = true;
+  return p;
+}
+
+}  // namespace
+
+}  // namespace tessera::cuda
+
+namespace tessera {
+
+CudaProbe cuda_probe() {
+  static const CudaProbe probe = cuda::run_probe();  // thread-safe one-time initialisation
+  return probe;
+}
+
+}  // namespace tessera

@@ -1,0 +1,92 @@
+// The paged KV cache: one pool of fixed-size pages per layer (K and V, FlashInfer NHD layout),
+// sequences as lists of pages with refcounts, fork with copy-on-write of a shared last page,
+// and the CSR page tables a forward step passes to the attention op.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "tessera/dtype.h"
+#include "tessera/layouts.h"
+
+namespace tessera {
+
+struct KvCacheConfig {
+  int32_t n_layers = 0;
+  int32_t num_pages = 0;
+  int32_t page_size = 16;
+  int32_t n_kv_heads = 0;
+  int32_t head_dim = 0;
+  DType dtype = DType::F16;  // F16 or F32
+};
+
+// Raised when a step needs more pages than are free (the scheduler can preempt and retry).
+class KvOutOfPages : public std::runtime_error {
+ public:
+  KvOutOfPages(int32_t need, int32_t free_pages)
+      : std::runtime_error("out of KV pages: the step needs " + std::to_string(need) + " new pages, " +
+                           std::to_string(free_pages) + " are free (raise kvPages or contextSize, or run fewer sequences)"),
+        need(need),
+        free(free_pages) {}
+  int32_t need, free;
+};
+
+class KvCache {
+ public:
+  explicit KvCache(const KvCacheConfig& config);
+
+  const KvCacheConfig& config() const { return cfg_; }
+  int32_t free_pages() const { return (int32_t)free_.size(); }
+  // Bytes of K+V memory for all layers.
+  int64_t bytes() const;
+
+  int32_t create_sequence();
+  // A new sequence sharing all of `seq`'s pages (refcounted; a shared partial page is copied on
+  // the first append to either sequence).
+  int32_t fork_sequence(int32_t seq);
+  void release_sequence(int32_t seq);
+  bool has_sequence(int32_t seq) const { return seqs_.count(seq) != 0; }
+  int32_t length(int32_t seq) const;
+  int32_t num_sequences() const { return (int32_t)seqs_.size(); }
+
+  // Pages the sequences would need to grow by n[i] tokens each (including copy-on-write copies).
+  int32_t pages_needed(const int32_t* seqs, const int32_t* n, int32_t count) const;
+  // Grows each sequence by n[i] tokens, all or nothing: throws KvOutOfPages before changing
+  // anything when the pool cannot hold them.
+  void grow(const int32_t* seqs, const int32_t* n, int32_t count);
+  // Drops tokens past `len` (speculative rollback); pages no longer used are released.
+  void truncate(int32_t seq, int32_t len);
+
+  // CSR page tables (kv_indptr, kv_indices, kv_last_page_len) of `seqs`, in that order.
+  void page_tables(const int32_t* seqs, int32_t count, std::vector<int32_t>& indptr,
+                   std::vector<int32_t>& indices, std::vector<int32_t>& last_page_len) const;
+  // The PagedKv view of one layer over page tables built by page_tables().
+  PagedKv layer(int32_t l, const std::vector<int32_t>& indptr, const std::vector<int32_t>& indices,
+                const std::vector<int32_t>& last_page_len) const;
+  int32_t refcount(int32_t page) const { return ref_[page]; }
+
+ private:
+  struct Sequence {
+    std::vector<int32_t> pages;
+    int32_t len = 0;
+  };
+  Sequence& seq_ref(int32_t seq);
+  const Sequence& seq_ref(int32_t seq) const;
+  int32_t alloc_page();
+  void unref_page(int32_t page);
+  void copy_page(int32_t dst, int32_t src, int32_t tokens);
+
+  KvCacheConfig cfg_;
+  int64_t page_elems_ = 0;  // page_size * n_kv_heads * head_dim
+  std::vector<std::unique_ptr<uint8_t[]>> k_, v_;  // per layer: (num_pages, page_size, Hkv, D)
+  std::vector<int32_t> ref_;
+  std::vector<int32_t> free_;
+  std::unordered_map<int32_t, Sequence> seqs_;
+  int32_t next_id_ = 0;
+};
+
+}  // namespace tessera

@@ -1,0 +1,90 @@
+// Llama-family transformer (llama: Llama 1/2/3, TinyLlama, Mistral, SmolLM; qwen2: QKV bias,
+// NeoX rope) over a memory-mapped GGUF file, and its forward pass over one packed batch.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tessera/gguf.h"
+#include "tessera/kv_cache.h"
+#include "tessera/ops.h"
+
+namespace tessera {
+
+class ThreadPool;
+
+struct LlamaConfig {
+  std::string arch;          // "llama" | "qwen2"
+  std::string name;          // general.name
+  int32_t n_vocab = 0;
+  int32_t n_embd = 0;
+  int32_t n_layer = 0;
+  int32_t n_head = 0;
+  int32_t n_head_kv = 0;
+  int32_t head_dim = 0;
+  int32_t n_ff = 0;
+  int32_t n_ctx_train = 0;
+  float rms_eps = 1e-5f;
+  RopeParams rope;
+  bool qkv_bias = false;
+  bool tied_output = false;  // output projection shares token_embd
+};
+
+// A weight matrix w (n, k) as stored in the file (GGUF shape [k, n]).
+struct Weight {
+  const void* data = nullptr;
+  DType dtype = DType::F32;
+  int64_t n = 0, k = 0;
+  std::string name;
+};
+
+struct LlamaLayer {
+  std::vector<float> attn_norm, ffn_norm;  // (n_embd,)
+  Weight wq, wk, wv, wo, w_gate, w_up, w_down;
+  std::vector<float> bq, bk, bv;  // qwen2 only
+};
+
+// One forward step: tokens of several sequences, grouped by sequence in `seq_ids` order.
+// Sequence i contributes seq_n_tokens[i] tokens that continue it from its current length.
+struct ForwardBatch {
+  const int32_t* tokens = nullptr;
+  int32_t n_tokens = 0;
+  const int32_t* seq_ids = nullptr;
+  const int32_t* seq_n_tokens = nullptr;
+  int32_t n_seqs = 0;
+  const int32_t* logit_rows = nullptr;  // indices into tokens whose logits are wanted
+  int32_t n_logit_rows = 0;
+};
+
+class LlamaModel {
+ public:
+  // Takes ownership of the parsed file; validates architecture, hyper-parameters and every tensor
+  // (names, shapes, types) and throws std::runtime_error naming the problem.
+  explicit LlamaModel(std::unique_ptr<GgufFile> file);
+
+  const LlamaConfig& config() const { return cfg_; }
+  const GgufFile& file() const { return *file_; }
+  // Types of the weight matrices, e.g. {"q8_0": 84, "f16": 12}.
+  std::vector<std::pair<std::string, int>> weight_types() const;
+
+  // Runs the batch: appends its K/V to the sequences in `kv` (growing them) and writes the logits
+  // of the wanted rows to logits (n_logit_rows, n_vocab). Throws on bad input (before touching
+  // the cache) and KvOutOfPages when the pool is full; on any failure the sequences keep their
+  // previous lengths.
+  void forward(KvCache& kv, const ForwardBatch& batch, float* logits, ThreadPool& pool,
+               int32_t max_seq_len) const;
+
+ private:
+  Weight weight(const std::string& name, int64_t k, int64_t n) const;
+  std::vector<float> vector(const std::string& name, int64_t n) const;
+
+  std::unique_ptr<GgufFile> file_;
+  LlamaConfig cfg_;
+  Weight tok_embd_, output_;
+  std::vector<float> output_norm_;
+  std::vector<LlamaLayer> layers_;
+};
+
+}  // namespace tessera

@@ -1,0 +1,288 @@
+// N-API binding of a loaded model: LlamaModel + its KvCache + its ThreadPool behind one JS
+// object. forward() is the one crossing per step: it copies the step's small inputs, runs the
+// whole forward pass on a worker thread, and resolves with the wanted logits. Sequence
+// bookkeeping calls are synchronous and refused while a step is running.
+#include <napi.h>
+
+#include <atomic>
+#include <climits>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "tessera/check.h"
+#include "tessera/gguf.h"
+#include "tessera/kv_cache.h"
+#include "tessera/llama.h"
+#include "tessera/threadpool.h"
+
+namespace tessera {
+namespace {
+
+struct ModelState {
+  std::unique_ptr<LlamaModel> model;
+  std::unique_ptr<KvCache> kv;
+  std::unique_ptr<ThreadPool> pool;
+  int32_t context_size = 0;
+  std::atomic<bool> busy{false};
+};
+
+class NativeModel : public Napi::ObjectWrap<NativeModel> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeModel",
+                       {InstanceMethod("info", &NativeModel::Info), InstanceMethod("createSequence", &NativeModel::CreateSequence),
+                        InstanceMethod("forkSequence", &NativeModel::ForkSequence),
+                        InstanceMethod("releaseSequence", &NativeModel::ReleaseSequence),
+                        InstanceMethod("truncateSequence", &NativeModel::TruncateSequence),
+                        InstanceMethod("sequenceLength", &NativeModel::SequenceLength),
+                        InstanceMethod("freePages", &NativeModel::FreePages),
+                        InstanceMethod("pagesNeeded", &NativeModel::PagesNeeded),
+                        InstanceMethod("forward", &NativeModel::Forward), InstanceMethod("dispose", &NativeModel::Dispose)});
+  }
+
+  // new NativeModel(path, { threads, contextSize, kvPages, pageSize, kvDtype })
+  explicit NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsString() || !info[1].IsObject())
+      throw Napi::TypeError::New(env, "NativeModel(path: string, options: object)");
+    const std::string path = info[0].As<Napi::String>();
+    Napi::Object o = info[1].As<Napi::Object>();
+    auto integer = [&](const char* name, int64_t min, int64_t max) {
+      Napi::Value v = o.Get(name);
+      if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string("loadModel: ") + name + " must be a number");
+      const double d = v.As<Napi::Number>().DoubleValue();
+      if (!(d >= (double)min && d <= (double)max) || d != (double)(int64_t)d)
+        throw Napi::RangeError::New(env, std::string("loadModel: ") + name + " must be an integer in [" + std::to_string(min) + ", " +
+                                             std::to_string(max) + "]");
+      return (int64_t)d;
+    };
+    const int threads = (int)integer("threads", 0, 1024);
+    const int32_t page_size = (int32_t)integer("pageSize", 1, 4096);
+    int64_t context = integer("contextSize", 0, INT32_MAX);
+    int64_t pages = integer("kvPages", 0, INT32_MAX);
+    const std::string kv_dtype = o.Get("kvDtype").ToString();
+    if (kv_dtype != "f16" && kv_dtype != "f32") throw Napi::RangeError::New(env, "loadModel: kvDtype must be 'f16' or 'f32'");
+    try {
+      state_ = std::make_shared<ModelState>();
+      state_->model = std::make_unique<LlamaModel>(std::make_unique<GgufFile>(path));
+      const LlamaConfig& c = state_->model->config();
+      if (context == 0) context = std::min<int64_t>(c.n_ctx_train, 4096);
+      if (pages == 0) pages = (context + page_size - 1) / page_size;  // room for one full-length sequence
+      state_->context_size = (int32_t)context;
+      state_->kv = std::make_unique<KvCache>(KvCacheConfig{c.n_layer, (int32_t)pages, page_size, c.n_head_kv, c.head_dim,
+                                                           kv_dtype == "f16" ? DType::F16 : DType::F32});
+      state_->pool = std::make_unique<ThreadPool>(threads);
+    } catch (const ArgError& e) {
+      throw Napi::RangeError::New(env, e.what());
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(env, e.what());
+    }
+  }
+
+ private:
+  ModelState& live(Napi::Env env) {
+    if (!state_) throw Napi::Error::New(env, "the model was disposed");
+    if (state_->busy.load()) throw Napi::Error::New(env, "the model is running a forward step; wait for it to finish");
+    return *state_;
+  }
+
+  static int32_t seq_arg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+    if (info.Length() <= i || !info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a number");
+    return info[i].As<Napi::Number>().Int32Value();
+  }
+
+  template <typename F>
+  Napi::Value guarded(Napi::Env env, F&& f) {
+    try {
+      return f();
+    } catch (const Napi::Error&) {
+      throw;
+    } catch (const ArgError& e) {
+      throw Napi::RangeError::New(env, e.what());
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(env, e.what());
+    }
+  }
+
+  Napi::Value Info(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!state_) throw Napi::Error::New(env, "the model was disposed");
+    const LlamaModel& m = *state_->model;
+    const LlamaConfig& c = m.config();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("architecture", c.arch);
+    o.Set("name", c.name);
+    o.Set("vocabSize", c.n_vocab);
+    o.Set("embeddingLength", c.n_embd);
+    o.Set("layers", c.n_layer);
+    o.Set("heads", c.n_head);
+    o.Set("kvHeads", c.n_head_kv);
+    o.Set("headDim", c.head_dim);
+    o.Set("feedForwardLength", c.n_ff);
+    o.Set("trainContextLength", c.n_ctx_train);
+    o.Set("contextSize", state_->context_size);
+    o.Set("rmsEps", c.rms_eps);
+    o.Set("ropeBase", c.rope.theta_base);
+    o.Set("ropeDim", c.rope.n_rot);
+    o.Set("ropeFreqScale", c.rope.freq_scale);
+    o.Set("ropeMode", c.rope.mode == RopeMode::NeoX ? "neox" : "normal");
+    o.Set("qkvBias", c.qkv_bias);
+    o.Set("tiedOutput", c.tied_output);
+    o.Set("fileSize", (double)m.file().file_size());
+    Napi::Object types = Napi::Object::New(env);
+    for (auto& [name, count] : m.weight_types()) types.Set(name, count);
+    o.Set("weightTypes", types);
+    const KvCacheConfig& kc = state_->kv->config();
+    o.Set("kvPages", kc.num_pages);
+    o.Set("pageSize", kc.page_size);
+    o.Set("kvDtype", dtype_info(kc.dtype).name);
+    o.Set("kvBytes", (double)state_->kv->bytes());
+    o.Set("threads", state_->pool->size());
+    return o;
+  }
+
+  Napi::Value CreateSequence(const Napi::CallbackInfo& info) {
+    ModelState& s = live(info.Env());
+    return Napi::Number::New(info.Env(), s.kv->create_sequence());
+  }
+  Napi::Value ForkSequence(const Napi::CallbackInfo& info) {
+    ModelState& s = live(info.Env());
+    const int32_t seq = seq_arg(info, 0, "sequence");
+    return guarded(info.Env(), [&] { return Napi::Number::New(info.Env(), s.kv->fork_sequence(seq)); });
+  }
+  Napi::Value ReleaseSequence(const Napi::CallbackInfo& info) {
+    ModelState& s = live(info.Env());
+    const int32_t seq = seq_arg(info, 0, "sequence");
+    return guarded(info.Env(), [&] {
+      s.kv->release_sequence(seq);
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value TruncateSequence(const Napi::CallbackInfo& info) {
+    ModelState& s = live(info.Env());
+    const int32_t seq = seq_arg(info, 0, "sequence"), len = seq_arg(info, 1, "length");
+    return guarded(info.Env(), [&] {
+      s.kv->truncate(seq, len);
+      return info.Env().Undefined();
+    });
+  }
+  Napi::Value SequenceLength(const Napi::CallbackInfo& info) {
+    ModelState& s = live(info.Env());
+    const int32_t seq = seq_arg(info, 0, "sequence");
+    return guarded(info.Env(), [&] { return Napi::Number::New(info.Env(), s.kv->length(seq)); });
+  }
+  Napi::Value FreePages(const Napi::CallbackInfo& info) {
+    ModelState& s = live(info.Env());
+    return Napi::Number::New(info.Env(), s.kv->free_pages());
+  }
+  // pagesNeeded(seqIds: Int32Array, counts: Int32Array): pages a step growing them would take.
+  Napi::Value PagesNeeded(const Napi::CallbackInfo& info) {
+    ModelState& s = live(info.Env());
+    if (info.Length() < 2 || !info[0].IsTypedArray() || !info[1].IsTypedArray())
+      throw Napi::TypeError::New(info.Env(), "pagesNeeded(seqIds: Int32Array, counts: Int32Array)");
+    auto ids = info[0].As<Napi::Int32Array>();
+    auto n = info[1].As<Napi::Int32Array>();
+    if (ids.ElementLength() != n.ElementLength()) throw Napi::RangeError::New(info.Env(), "pagesNeeded: arrays differ in length");
+    return guarded(info.Env(), [&] {
+      return Napi::Number::New(info.Env(), s.kv->pages_needed(ids.Data(), n.Data(), (int32_t)ids.ElementLength()));
+    });
+  }
+
+  class ForwardWorker : public Napi::AsyncWorker {
+   public:
+    ForwardWorker(Napi::Env env, std::shared_ptr<ModelState> state, std::vector<int32_t> tokens, std::vector<int32_t> seqs,
+                  std::vector<int32_t> counts, std::vector<int32_t> rows)
+        : Napi::AsyncWorker(env, "tessera.forward"),
+          deferred_(Napi::Promise::Deferred::New(env)),
+          state_(std::move(state)),
+          tokens_(std::move(tokens)),
+          seqs_(std::move(seqs)),
+          counts_(std::move(counts)),
+          rows_(std::move(rows)) {}
+    Napi::Promise Promise() { return deferred_.Promise(); }
+
+   protected:
+    void Execute() override {
+      try {
+        ForwardBatch b;
+        b.tokens = tokens_.data();
+        b.n_tokens = (int32_t)tokens_.size();
+        b.seq_ids = seqs_.data();
+        b.seq_n_tokens = counts_.data();
+        b.n_seqs = (int32_t)seqs_.size();
+        b.logit_rows = rows_.data();
+        b.n_logit_rows = (int32_t)rows_.size();
+        logits_.resize(rows_.size() * (size_t)state_->model->config().n_vocab);
+        state_->model->forward(*state_->kv, b, logits_.data(), *state_->pool, state_->context_size);
+      } catch (const KvOutOfPages& e) {
+        kind_ = "out_of_pages";
+        SetError(e.what());
+      } catch (const ArgError& e) {
+        kind_ = "range";
+        SetError(e.what());
+      } catch (const std::exception& e) {
+        SetError(e.what());
+      }
+    }
+    void OnOK() override {
+      state_->busy.store(false);
+      auto out = Napi::Float32Array::New(Env(), logits_.size());
+      std::copy(logits_.begin(), logits_.end(), out.Data());
+      deferred_.Resolve(out);
+    }
+    void OnError(const Napi::Error& e) override {
+      state_->busy.store(false);
+      Napi::Error err = kind_ == "range" ? Napi::RangeError::New(Env(), e.Message()) : Napi::Error::New(Env(), e.Message());
+      if (kind_ == "out_of_pages") err.Set("code", "TESSERA_OUT_OF_PAGES");
+      deferred_.Reject(err.Value());
+    }
+
+   private:
+    Napi::Promise::Deferred deferred_;
+    std::shared_ptr<ModelState> state_;
+    std::vector<int32_t> tokens_, seqs_, counts_, rows_;
+    std::vector<float> logits_;
+    std::string kind_;
+  };
+
+  // forward({ tokens, seqIds, seqTokens, logitRows }) -> Promise<Float32Array (rows * vocab)>
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ModelState& s = live(env);
+    if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "forward: expected an argument object");
+    Napi::Object o = info[0].As<Napi::Object>();
+    auto ints = [&](const char* name) {
+      Napi::Value v = o.Get(name);
+      if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+        throw Napi::TypeError::New(env, std::string("forward: ") + name + " must be an Int32Array");
+      auto a = v.As<Napi::Int32Array>();
+      return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
+    };
+    std::vector<int32_t> tokens = ints("tokens"), seqs = ints("seqIds"), counts = ints("seqTokens"), rows = ints("logitRows");
+    if (seqs.size() != counts.size()) throw Napi::RangeError::New(env, "forward: seqIds and seqTokens differ in length");
+    s.busy.store(true);
+    auto* worker = new ForwardWorker(env, state_, std::move(tokens), std::move(seqs), std::move(counts), std::move(rows));
+    Napi::Promise p = worker->Promise();
+    worker->Queue();
+    return p;
+  }
+
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    if (state_ && state_->busy.load())
+      throw Napi::Error::New(info.Env(), "dispose: a forward step is running; await it first");
+    state_.reset();  // a running worker keeps its own reference until it finishes
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<ModelState> state_;
+};
+
+}  // namespace
+
+void register_model(Napi::Env env, Napi::Object exports) {
+  exports.Set("NativeModel", NativeModel::Define(env));
+}
+
+}  // namespace tessera
