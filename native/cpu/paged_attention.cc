@@ -9,31 +9,88 @@
 namespace tessera::cpu {
 namespace {
 
+// Element offsets of the first n K/V rows of sequence b, kv head hk (walks its page table once).
+void key_offsets(const PagedKv& kv, int32_t b, int32_t hk, int32_t n, std::vector<int64_t>& rows) {
+  rows.resize(n);
+  for (int32_t pos = 0, pi = kv.indptr[b]; pos < n; pi++) {
+    const int64_t base = (int64_t)kv.indices[pi] * kv.page_size;
+    for (int32_t slot = 0; slot < kv.page_size && pos < n; slot++, pos++)
+      rows[pos] = ((base + slot) * kv.n_kv_heads + hk) * kv.head_dim;
+  }
+}
+
+// Query rows (tokens x heads of a GQA group) a blocked work item packs at most.
+constexpr int32_t kBlockRows = 32;
+
 template <typename KV>
 void run(ThreadPool& pool, const float* q, const int32_t* qo_indptr, const PagedKv& kv,
          const TreeMask* tree, float* o, const AttnShape& s) {
   const Kernels& Kn = kernels();
-  const int32_t Hq = s.n_heads, D = s.head_dim, group = Hq / s.n_kv_heads;
-  const int64_t Tq = qo_indptr[kv.batch];
+  const int32_t Hq = s.n_heads, Hkv = s.n_kv_heads, D = s.head_dim, group = Hq / Hkv;
   const KV* kp = static_cast<const KV*>(kv.k_pages);
   const KV* vp = static_cast<const KV*>(kv.v_pages);
   // q (Tq, Hq, D); K/V (num_pages, page_size, Hkv, D)
-  pool.parallel_for(Tq * Hq, 2, [&](int64_t w0, int64_t w1) {
-    thread_local std::vector<int64_t> rows;  // element offset of each visible-or-not key
+
+  // Sequences with many query rows (prefill, tree verify) go through the blocked GEMM path in
+  // items of (sequence, kv head, block of tokens); the rest (decode) attend one query at a time.
+  const int32_t block_tokens = std::max(1, kBlockRows / group);
+  struct Item { int32_t b, hk, i0, i1; };
+  std::vector<Item> blocked;
+  std::vector<int32_t> single;  // sequences done per query
+  for (int32_t b = 0; b < kv.batch; b++) {
+    const int32_t nq = qo_indptr[b + 1] - qo_indptr[b];
+    if (nq == 0) continue;
+    if (nq * group < 8) {
+      single.push_back(b);
+      continue;
+    }
+    for (int32_t hk = 0; hk < Hkv; hk++)
+      for (int32_t i0 = 0; i0 < nq; i0 += block_tokens) blocked.push_back({b, hk, i0, std::min(nq, i0 + block_tokens)});
+  }
+
+  pool.parallel_for((int64_t)blocked.size(), 1, [&](int64_t w0, int64_t w1) {
+    thread_local std::vector<int64_t> rows;
+    thread_local std::vector<float> qs;
     for (int64_t w = w0; w < w1; w++) {
-      const int64_t t = w / Hq;
+      const Item it = blocked[w];
+      const int32_t nq = qo_indptr[it.b + 1] - qo_indptr[it.b];
+      const int32_t L = kv.seq_len(it.b), prefix = L - nq;
+      const int32_t nk = tree ? L : prefix + it.i1;
+      const int32_t M = (it.i1 - it.i0) * group;
+      key_offsets(kv, it.b, it.hk, nk, rows);
+      auto qrow = [&](int32_t r) {
+        const int64_t t = qo_indptr[it.b] + it.i0 + r / group;
+        return (t * Hq + it.hk * group + r % group) * D;
+      };
+      qs.resize((size_t)M * D);
+      for (int32_t r = 0; r < M; r++) std::copy_n(q + qrow(r), D, qs.data() + (size_t)r * D);
+      const uint8_t* mask = tree ? tree->mask + tree->indptr[it.b] : nullptr;
+      attend_block<KV>(
+          Kn, qs.data(), M, D, s.scale, nk, [&](int32_t j) { return kp + rows[j]; }, [&](int32_t j) { return vp + rows[j]; },
+          [&](int32_t r, int32_t j) {
+            const int32_t i = it.i0 + r / group;
+            if (j < prefix) return true;
+            return mask ? mask[(int64_t)i * nq + (j - prefix)] != 0 : j <= prefix + i;
+          },
+          [&](int32_t r) { return o + qrow(r); });
+    }
+  });
+
+  // One query at a time: every (query token, head) of the remaining sequences.
+  std::vector<int64_t> queries;  // token indices
+  for (int32_t b : single)
+    for (int32_t t = qo_indptr[b]; t < qo_indptr[b + 1]; t++) queries.push_back(t);
+  pool.parallel_for((int64_t)queries.size() * Hq, 2, [&](int64_t w0, int64_t w1) {
+    thread_local std::vector<int64_t> rows;
+    for (int64_t w = w0; w < w1; w++) {
+      const int64_t t = queries[w / Hq];
       const int32_t h = (int32_t)(w % Hq), hk = h / group;
       const int32_t b = find_segment(qo_indptr, kv.batch, t);
       const int32_t nq = qo_indptr[b + 1] - qo_indptr[b];
       const int32_t i = (int32_t)(t - qo_indptr[b]);
       const int32_t L = kv.seq_len(b), prefix = L - nq;
       const int32_t n = tree ? L : prefix + i + 1;  // keys to scan
-      rows.resize(n);
-      for (int32_t pos = 0, pi = kv.indptr[b]; pos < n; pi++) {  // walk the page table once
-        const int64_t base = (int64_t)kv.indices[pi] * kv.page_size;
-        for (int32_t slot = 0; slot < kv.page_size && pos < n; slot++, pos++)
-          rows[pos] = ((base + slot) * kv.n_kv_heads + hk) * D;
-      }
+      key_offsets(kv, b, hk, n, rows);
       const uint8_t* mrow = tree ? tree->mask + tree->indptr[b] + (int64_t)i * nq : nullptr;
       auto visible = [&](int32_t j) { return j < prefix || !mrow || mrow[j - prefix]; };
       auto key = [&](const float* qv, int32_t j) {

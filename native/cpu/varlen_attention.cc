@@ -1,31 +1,43 @@
 // varlen_attention: causal attention over packed sequences (cu_seqlens), block-diagonal per
-// sequence, GQA. One work item per (token, query head); no work on other sequences' keys.
+// sequence, GQA. Work items are (sequence, kv head, block of tokens): the queries of a block and
+// the heads of its GQA group share one pass over the sequence's keys (attend_block); no work is
+// spent on other sequences' keys or on padding.
+#include <vector>
+
 #include "attention_common.h"
 #include "tessera/ops.h"
 #include "tessera/threadpool.h"
 
 namespace tessera::cpu {
+namespace {
+constexpr int32_t kBlockRows = 32;  // query rows (tokens x group heads) per work item
+}
 
 void varlen_attention(ThreadPool& pool, const float* q, const float* k, const float* v, float* o,
                       const VarlenBatch& batch, const AttnShape& s) {
   const Kernels& Kn = kernels();
-  const int64_t T = batch.total();
   const int32_t Hq = s.n_heads, Hkv = s.n_kv_heads, D = s.head_dim, group = Hq / Hkv;
+  const int32_t block_tokens = std::max(1, kBlockRows / group);
+  struct Item { int32_t b, hk, i0, i1; };
+  std::vector<Item> items;
+  for (int32_t b = 0; b < batch.num_seqs; b++)
+    for (int32_t hk = 0; hk < Hkv; hk++)
+      for (int32_t i0 = 0; i0 < batch.len(b); i0 += block_tokens)
+        items.push_back({b, hk, i0, std::min(batch.len(b), i0 + block_tokens)});
   // q (T, Hq, D) · k, v (T, Hkv, D)
-  pool.parallel_for(T * Hq, 4, [&](int64_t w0, int64_t w1) {
+  pool.parallel_for((int64_t)items.size(), 1, [&](int64_t w0, int64_t w1) {
+    thread_local std::vector<float> qs;
     for (int64_t w = w0; w < w1; w++) {
-      const int64_t t = w / Hq;
-      const int32_t h = (int32_t)(w % Hq), hk = h / group;
-      const int32_t b = find_segment(batch.cu_seqlens, batch.num_seqs, t);
-      const int64_t start = batch.begin(b);
-      const int32_t n = (int32_t)(t - start + 1);  // causal: keys start..t
-      const float* kb = k + (start * Hkv + hk) * D;
-      const float* vb = v + (start * Hkv + hk) * D;
-      attend_one(
-          q + (t * Hq + h) * D, D, s.scale, n,
-          [&](const float* qv, int32_t j) { return Kn.dot_f32(qv, kb + (int64_t)j * Hkv * D, D); },
-          [&](float* acc, float p, int32_t j) { Kn.axpy_f32(acc, p, vb + (int64_t)j * Hkv * D, D); },
-          [](int32_t) { return true; }, o + (t * Hq + h) * D);
+      const Item it = items[w];
+      const int64_t start = batch.begin(it.b);
+      const int32_t M = (it.i1 - it.i0) * group;
+      auto qrow = [&](int32_t r) { return ((start + it.i0 + r / group) * Hq + it.hk * group + r % group) * D; };
+      qs.resize((size_t)M * D);
+      for (int32_t r = 0; r < M; r++) std::copy_n(q + qrow(r), D, qs.data() + (size_t)r * D);
+      attend_block<float>(
+          Kn, qs.data(), M, D, s.scale, it.i1, [&](int32_t j) { return k + ((start + j) * Hkv + it.hk) * D; },
+          [&](int32_t j) { return v + ((start + j) * Hkv + it.hk) * D; },
+          [&](int32_t r, int32_t j) { return j <= it.i0 + r / group; }, [&](int32_t r) { return o + qrow(r); });
     }
   });
 }

@@ -15,6 +15,7 @@
 #include "tessera/gguf.h"
 #include "tessera/kv_cache.h"
 #include "tessera/llama.h"
+#include "tessera/synth.h"
 #include "tessera/threadpool.h"
 
 namespace tessera {
@@ -279,10 +280,70 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   std::shared_ptr<ModelState> state_;
 };
 
+class SynthWorker : public Napi::AsyncWorker {
+ public:
+  SynthWorker(Napi::Env env, std::string path, SynthSpec spec)
+      : Napi::AsyncWorker(env, "tessera.synth"), deferred_(Napi::Promise::Deferred::New(env)), path_(std::move(path)), spec_(std::move(spec)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    try {
+      bytes_ = write_synthetic_llama(path_, spec_);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), (double)bytes_)); }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(Napi::Error::New(Env(), e.Message()).Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::string path_;
+  SynthSpec spec_;
+  uint64_t bytes_ = 0;
+};
+
+// writeSyntheticModel(path, { name, dim, layers, heads, kvHeads, ff, vocab, context, ropeBase,
+//                             rmsEps, dtype (code), tiedOutput, seed, vocabPath }) -> Promise<bytes>
+Napi::Value WriteSyntheticModel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsObject())
+    throw Napi::TypeError::New(env, "writeSyntheticModel(path: string, spec: object)");
+  Napi::Object o = info[1].As<Napi::Object>();
+  auto num = [&](const char* k) {
+    Napi::Value v = o.Get(k);
+    if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string("writeSyntheticModel: ") + k + " must be a number");
+    return v.As<Napi::Number>().DoubleValue();
+  };
+  SynthSpec s;
+  s.name = o.Get("name").ToString().Utf8Value();
+  s.dim = (int32_t)num("dim");
+  s.layers = (int32_t)num("layers");
+  s.heads = (int32_t)num("heads");
+  s.kv_heads = (int32_t)num("kvHeads");
+  s.ff = (int32_t)num("ff");
+  s.vocab = (int32_t)num("vocab");
+  s.context = (int32_t)num("context");
+  s.rope_base = (float)num("ropeBase");
+  s.rms_eps = (float)num("rmsEps");
+  const double dt = num("dtype");
+  if (!dtype_valid((int32_t)dt)) throw Napi::RangeError::New(env, "writeSyntheticModel: bad dtype code");
+  s.dtype = (DType)(int32_t)dt;
+  s.tied_output = o.Get("tiedOutput").ToBoolean().Value();
+  s.seed = (uint64_t)num("seed");
+  s.vocab_path = o.Get("vocabPath").ToString().Utf8Value();
+  auto* w = new SynthWorker(env, info[0].As<Napi::String>(), s);
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
 }  // namespace
 
 void register_model(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeModel", NativeModel::Define(env));
+  exports.Set("writeSyntheticModel", Napi::Function::New(env, WriteSyntheticModel));
 }
 
 }  // namespace tessera
