@@ -35,8 +35,55 @@ export interface NativeInfo {
 
 type Args = Record<string, unknown>;
 
+/** A loaded model in native code (native/napi/model.cc): weights, KV pages, thread pool. */
+export interface NativeModel {
+  info(): NativeModelInfo;
+  createSequence(): number;
+  forkSequence(seq: number): number;
+  releaseSequence(seq: number): void;
+  truncateSequence(seq: number, length: number): void;
+  sequenceLength(seq: number): number;
+  freePages(): number;
+  pagesNeeded(seqIds: Int32Array, counts: Int32Array): number;
+  /** One forward step off the main thread; resolves with logits (logitRows.length x vocab). */
+  forward(step: { tokens: Int32Array; seqIds: Int32Array; seqTokens: Int32Array; logitRows: Int32Array }): Promise<Float32Array>;
+  dispose(): void;
+}
+
+export interface NativeModelInfo {
+  architecture: string;
+  name: string;
+  vocabSize: number;
+  embeddingLength: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  feedForwardLength: number;
+  trainContextLength: number;
+  contextSize: number;
+  rmsEps: number;
+  ropeBase: number;
+  ropeDim: number;
+  ropeFreqScale: number;
+  ropeMode: 'normal' | 'neox';
+  qkvBias: boolean;
+  tiedOutput: boolean;
+  fileSize: number;
+  weightTypes: Record<string, number>;
+  kvPages: number;
+  pageSize: number;
+  kvDtype: 'f16' | 'f32';
+  kvBytes: number;
+  threads: number;
+}
+
 /** The typed contract of the native module (native/napi/addon.cc). */
 export interface Addon {
+  NativeModel: new (
+    path: string,
+    options: { threads: number; contextSize: number; kvPages: number; pageSize: number; kvDtype: 'f16' | 'f32' },
+  ) => NativeModel;
   info(): NativeInfo;
   setThreads(n: number): number;
   setIsa(isa: string): boolean;
@@ -50,6 +97,7 @@ export interface Addon {
   kvAppend(a: Args): void;
   convert(a: Args): void;
   ggufRead(path: string): unknown;
+  writeSyntheticModel(path: string, spec: Record<string, unknown>): Promise<number>;
   ggufWrite(path: string, spec: unknown): number;
 }
 

@@ -1,0 +1,383 @@
+// Models: loadModel() maps a GGUF file natively, and a Model tokenizes, generates (streaming,
+// with an AbortSignal), completes and scores text. Every generate/complete call becomes a
+// request of the model's continuous-batching scheduler, so concurrent calls share forward steps.
+import * as fs from 'node:fs';
+import { Scheduler } from './engine/scheduler';
+import { checkInteger, describe, rangeError, typeError } from './errors';
+import { readGguf, type GgufInfo } from './gguf';
+import { addon, type NativeModel, type NativeModelInfo } from './native';
+import { Sampler, validateSamplingOptions, type SamplingOptions } from './sampling';
+import { Tensor } from './tensor';
+import { Tokenizer } from './tokenizer';
+
+export interface LoadModelOptions {
+  /** 'cpu' (default and, for now, the only device models run on). */
+  device?: 'cpu' | 'auto';
+  /** CPU threads for this model (default: the cores this process may use). */
+  threads?: number;
+  /** Longest sequence (prompt + generated tokens). Default: min(training context, 4096). */
+  contextSize?: number;
+  /** KV pages in the pool (each holds pageSize tokens of every layer). Default: one context's worth per 4 sequences, at least one full context. */
+  kvPages?: number;
+  /** Tokens per KV page. Default 16. */
+  pageSize?: number;
+  /** KV cache precision. Default 'f16'. */
+  kvDtype?: 'f16' | 'f32';
+  /** Most tokens one forward step packs (prefill chunks are cut to fit). Default 512. */
+  maxBatchTokens?: number;
+}
+
+export interface ModelInfo extends NativeModelInfo {
+  path: string;
+  vocabulary: { size: number; type: string; bos: number | null; eos: number | null };
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  /** Most new tokens (default 256; 0 generates nothing). */
+  maxTokens?: number;
+  /** Stop when the generated text contains one of these (it is not included in the output). */
+  stop?: string[];
+  /** Stop on these token ids (end-of-generation tokens always stop). */
+  stopTokens?: number[];
+  /** Abort the generation (the iterator ends with finishReason 'abort'). */
+  signal?: AbortSignal;
+  /** Return the chosen token's log-probability; a number n > 0 also returns the top n alternatives. */
+  logprobs?: boolean | number;
+  /** Prepend BOS to a string prompt (default: as the vocabulary says). */
+  bos?: boolean;
+  /** Parse special-token text (like <s>) in a string prompt. Default false. */
+  special?: boolean;
+}
+
+export interface GenerateChunk {
+  /** Text completed by this token (may be '' while a multi-byte character is incomplete). */
+  text: string;
+  token: number;
+  logprob?: number;
+  top?: { token: number; logprob: number }[];
+}
+
+export type FinishReason = 'stop' | 'length' | 'abort' | 'context';
+
+export interface Completion {
+  text: string;
+  tokens: number[];
+  promptTokens: number;
+  finishReason: FinishReason;
+  timings: { promptMs: number; generateMs: number; tokensPerSecond: number };
+}
+
+const GENERATE_KEYS = new Set(['maxTokens', 'stop', 'stopTokens', 'signal', 'logprobs', 'bos', 'special']);
+const LOAD_KEYS = new Set(['device', 'threads', 'contextSize', 'kvPages', 'pageSize', 'kvDtype', 'maxBatchTokens']);
+
+/** Loads a GGUF model (llama / qwen2 architectures). Weights stay memory-mapped. */
+export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
+  const where = 'loadModel';
+  if (typeof path !== 'string' || path === '') throw typeError(where, 'path', 'a file path', path);
+  if (typeof options !== 'object' || options === null) throw typeError(where, 'options', 'an object', options);
+  for (const k of Object.keys(options)) if (!LOAD_KEYS.has(k)) throw new TypeError(`${where}: unknown option ${JSON.stringify(k)}`);
+  if (!fs.existsSync(path)) throw new Error(`${where}: no such file: ${path}`);
+  const device = options.device ?? 'auto';
+  if (device !== 'cpu' && device !== 'auto') throw typeError(where, 'device', "'cpu' or 'auto' (models run on the CPU for now)", device);
+  const threads = checkInteger(where, 'threads', options.threads ?? 0, 0, 1024);
+  const contextSize = checkInteger(where, 'contextSize', options.contextSize ?? 0, 0, 1 << 24);
+  const pageSize = checkInteger(where, 'pageSize', options.pageSize ?? 16, 1, 4096);
+  const kvPages = checkInteger(where, 'kvPages', options.kvPages ?? 0, 0, 1 << 26);
+  const maxBatchTokens = checkInteger(where, 'maxBatchTokens', options.maxBatchTokens ?? 512, 1, 1 << 20);
+  const kvDtype = options.kvDtype ?? 'f16';
+  if (kvDtype !== 'f16' && kvDtype !== 'f32') throw typeError(where, 'kvDtype', "'f16' or 'f32'", kvDtype);
+
+  const gguf = readGguf(path); // metadata only; validates the container
+  const tokenizer = Tokenizer.fromGguf(gguf.metadata);
+  const native = new (addon().NativeModel)(path, { threads, contextSize, kvPages, pageSize, kvDtype });
+  return new Model(path, gguf, native, tokenizer, maxBatchTokens);
+}
+
+class Channel<T> {
+  #items: T[] = [];
+  #waiters: ((r: IteratorResult<T>) => void)[] = [];
+  #done = false;
+  #error: Error | undefined;
+  push(item: T): void {
+    const w = this.#waiters.shift();
+    if (w) w({ value: item, done: false });
+    else this.#items.push(item);
+  }
+  end(error?: Error): void {
+    this.#done = true;
+    this.#error = error;
+    for (const w of this.#waiters.splice(0)) w({ value: undefined as never, done: true });
+  }
+  async next(): Promise<IteratorResult<T>> {
+    if (this.#items.length) return { value: this.#items.shift() as T, done: false };
+    if (this.#done) {
+      if (this.#error) {
+        const e = this.#error;
+        this.#error = undefined;
+        throw e;
+      }
+      return { value: undefined as never, done: true };
+    }
+    return new Promise((resolve) => this.#waiters.push(resolve)).then((r) => {
+      if ((r as IteratorResult<T>).done && this.#error) {
+        const e = this.#error;
+        this.#error = undefined;
+        throw e;
+      }
+      return r as IteratorResult<T>;
+    });
+  }
+}
+
+/** The result of a generate() call: an async iterator of chunks, plus the final state. */
+export interface Generation extends AsyncIterable<GenerateChunk> {
+  /** Resolves when the generation ends. */
+  readonly result: Promise<Completion>;
+}
+
+export class Model {
+  readonly info: ModelInfo;
+  readonly tokenizer: Tokenizer;
+  #native: NativeModel | null;
+  #scheduler: Scheduler;
+  #gguf: GgufInfo;
+
+  /** @internal use loadModel() */
+  constructor(path: string, gguf: GgufInfo, native: NativeModel, tokenizer: Tokenizer, maxBatchTokens: number) {
+    this.#native = native;
+    this.#gguf = gguf;
+    this.tokenizer = tokenizer;
+    const n = native.info();
+    this.info = {
+      ...n,
+      path,
+      vocabulary: { size: tokenizer.vocabSize, type: String(gguf.metadata['tokenizer.ggml.model'] ?? 'unknown'), bos: tokenizer.bos, eos: tokenizer.eos },
+    };
+    this.#scheduler = new Scheduler(native, { maxBatchTokens, vocabSize: n.vocabSize });
+  }
+
+  /** GGUF metadata of the file. */
+  get metadata(): GgufInfo['metadata'] {
+    return this.#gguf.metadata;
+  }
+
+  #live(where: string): NativeModel {
+    if (!this.#native) throw new Error(`${where}: the model was disposed`);
+    return this.#native;
+  }
+
+  tokenize(text: string, options: { bos?: boolean; special?: boolean } = {}): number[] {
+    this.#live('tokenize');
+    if (typeof text !== 'string') throw typeError('tokenize', 'text', 'a string', text);
+    return Array.from(this.tokenizer.encode(text, { bos: options.bos, special: options.special }));
+  }
+
+  detokenize(ids: ArrayLike<number>): string {
+    this.#live('detokenize');
+    this.#checkIds('detokenize', ids);
+    return this.tokenizer.decode(ids);
+  }
+
+  #checkIds(where: string, ids: ArrayLike<number>): void {
+    if (!ids || typeof ids !== 'object' || typeof (ids as { length?: unknown }).length !== 'number') {
+      throw typeError(where, 'ids', 'an array of token ids', ids);
+    }
+    for (let i = 0; i < ids.length; i++) {
+      const t = ids[i];
+      if (!Number.isInteger(t) || t < 0 || t >= this.info.vocabSize) {
+        throw rangeError(where, `ids[${i}]`, `= ${describe(t)} is not a token id of this model (vocabulary of ${this.info.vocabSize})`);
+      }
+    }
+  }
+
+  /** Streams generated tokens. Iterate with for await; `result` resolves with the completion. */
+  generate(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Generation {
+    const where = 'generate';
+    this.#live(where);
+    if (typeof options !== 'object' || options === null) throw typeError(where, 'options', 'an object', options);
+    const samplingOnly: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(options)) if (!GENERATE_KEYS.has(k)) samplingOnly[k] = v;
+    const sampling = validateSamplingOptions(samplingOnly, where);
+    const maxTokens = checkInteger(where, 'maxTokens', options.maxTokens ?? 256, 0, 1 << 24);
+    const stop = options.stop ?? [];
+    if (!Array.isArray(stop) || !stop.every((s) => typeof s === 'string' && s.length > 0)) {
+      throw typeError(where, 'stop', 'an array of non-empty strings', options.stop);
+    }
+    const stopTokens = new Set<number>(options.stopTokens ?? []);
+    for (const t of stopTokens) if (!Number.isInteger(t)) throw typeError(where, 'stopTokens', 'an array of token ids', options.stopTokens);
+    const logprobs = options.logprobs ?? false;
+    if (typeof logprobs !== 'boolean' && !(Number.isInteger(logprobs) && logprobs >= 0 && logprobs <= 100)) {
+      throw typeError(where, 'logprobs', 'a boolean or an integer in [0, 100]', logprobs);
+    }
+    const signal = options.signal;
+    if (signal !== undefined && !(signal instanceof AbortSignal)) throw typeError(where, 'signal', 'an AbortSignal', signal);
+
+    let promptIds: number[];
+    if (typeof prompt === 'string') {
+      promptIds = this.tokenize(prompt, { bos: options.bos, special: options.special });
+    } else {
+      this.#checkIds(where, prompt);
+      promptIds = Array.from(prompt);
+    }
+    if (promptIds.length === 0) throw rangeError(where, 'prompt', 'is empty (no tokens to start from)');
+    const ctx = this.info.contextSize;
+    if (promptIds.length > ctx) {
+      throw rangeError(where, 'prompt', `has ${promptIds.length} tokens, more than the context size (${ctx})`);
+    }
+
+    const sampler = new Sampler(sampling, this.info.vocabSize);
+    const decoder = this.tokenizer.createDecoder({ stripLeadingSpace: false }); // a continuation keeps its first space
+    const eog = this.tokenizer.eogIds;
+    const channel = new Channel<GenerateChunk>();
+    const generated: number[] = [];
+    const history = [...promptIds];
+    let text = '';
+    let emitted = 0; // chars of `text` already sent (stop strings may hold some back)
+    let finish: FinishReason = 'length';
+    let cancelled = false; // the consumer left its for-await loop early
+    const holdBack = stop.reduce((m, s) => Math.max(m, s.length - 1), 0);
+    const t0 = performance.now();
+    let tFirst = 0;
+    let resolveResult!: (c: Completion) => void;
+    let rejectResult!: (e: Error) => void;
+    const result = new Promise<Completion>((res, rej) => {
+      resolveResult = res;
+      rejectResult = rej;
+    });
+    result.catch(() => {}); // the iterator reports errors too; avoid unhandled rejections
+
+    const complete = (): Completion => {
+      const now = performance.now();
+      const genMs = tFirst ? now - tFirst : 0;
+      return {
+        text: text.slice(0, emitted),
+        tokens: generated,
+        promptTokens: promptIds.length,
+        finishReason: finish,
+        timings: { promptMs: (tFirst || now) - t0, generateMs: genMs, tokensPerSecond: generated.length > 1 && genMs > 0 ? ((generated.length - 1) * 1000) / genMs : 0 },
+      };
+    };
+    const flushText = (final: boolean): string => {
+      const upto = final ? text.length : Math.max(emitted, text.length - holdBack);
+      const out = text.slice(emitted, upto);
+      emitted = upto;
+      return out;
+    };
+
+    if (maxTokens === 0) {
+      channel.end();
+      resolveResult(complete());
+    } else {
+      this.#scheduler.submit({
+        pending: [...promptIds],
+        aborted: () => {
+          if (signal?.aborted || cancelled) finish = 'abort';
+          return finish === 'abort';
+        },
+        onLogits: (logits) => {
+          if (!tFirst) tFirst = performance.now();
+          const top = typeof logprobs === 'number' && logprobs > 0 ? logprobs : 0;
+          const s = sampler.sample(logits, history, top ? { logprobs: top } : undefined);
+          generated.push(s.token);
+          history.push(s.token);
+          const isEnd = eog.has(s.token) || stopTokens.has(s.token);
+          if (!isEnd) text += decoder.push(s.token);
+          let stopped = isEnd;
+          if (!stopped && stop.length) {
+            const from = Math.max(0, emitted - holdBack);
+            let cut = -1;
+            for (const st of stop) {
+              const i = text.indexOf(st, from);
+              if (i >= 0 && (cut < 0 || i < cut)) cut = i;
+            }
+            if (cut >= 0) {
+              text = text.slice(0, cut);
+              stopped = true;
+            }
+          }
+          if (stopped) finish = 'stop';
+          const chunk: GenerateChunk = { text: flushText(stopped), token: s.token };
+          if (logprobs !== false) chunk.logprob = s.logprob;
+          if (top && s.top) chunk.top = s.top;
+          channel.push(chunk);
+          if (stopped) return null;
+          if (generated.length >= maxTokens) {
+            finish = 'length';
+            return null;
+          }
+          if (history.length >= ctx) {
+            finish = 'context';
+            return null;
+          }
+          return s.token;
+        },
+        onDone: (error) => {
+          if (error) {
+            channel.end(error);
+            rejectResult(error);
+            return;
+          }
+          text += decoder.flush();
+          const tail = flushText(true);
+          if (tail) channel.push({ text: tail, token: -1 });
+          channel.end();
+          resolveResult(complete());
+        },
+      });
+    }
+
+    return {
+      result,
+      [Symbol.asyncIterator]: () => ({
+        next: () => channel.next(),
+        return: async () => {
+          cancelled = true; // leaving a for-await early stops the generation
+          return { value: undefined as never, done: true };
+        },
+      }),
+    };
+  }
+
+  /** Generates to the end and returns the whole completion. */
+  async complete(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Promise<Completion> {
+    const g = this.generate(prompt, options);
+    for await (const _ of g) {
+      // drain
+    }
+    return g.result;
+  }
+
+  /** Logits of every position of `ids` (teacher forcing, perplexity): a Tensor (ids.length, vocab). */
+  async logits(ids: ArrayLike<number>): Promise<Tensor> {
+    this.#live('logits');
+    this.#checkIds('logits', ids);
+    if (ids.length === 0) throw rangeError('logits', 'ids', 'is empty');
+    if (ids.length > this.info.contextSize) throw rangeError('logits', 'ids', `has ${ids.length} tokens, more than the context size (${this.info.contextSize})`);
+    const V = this.info.vocabSize;
+    const out = new Float32Array(ids.length * V);
+    await new Promise<void>((resolve, reject) => {
+      this.#scheduler.submit({
+        pending: Array.from(ids),
+        allLogits: true,
+        onRows: (rows, start) => out.set(rows, start * V),
+        onLogits: () => null,
+        onDone: (error) => (error ? reject(error) : resolve()),
+        aborted: () => false,
+      });
+    });
+    return Tensor.from(out, [ids.length, V]);
+  }
+
+  /** Frees the KV pool and unmaps the weights; running generations end with an error. */
+  async dispose(): Promise<void> {
+    if (!this.#native) return;
+    this.#scheduler.close();
+    await this.#scheduler.idle();
+    this.#native.dispose();
+    this.#native = null;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}
