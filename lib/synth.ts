@@ -5,6 +5,10 @@ import { checkInteger, checkNumber, typeError } from './errors';
 import { addon } from './native';
 
 export interface SyntheticModelOptions {
+  /** 'llama' (default) or 'qwen2' (Q/K/V biases, NeoX rope). */
+  arch?: 'llama' | 'qwen2';
+  /** Standard deviation of the random weights (default 0.02; larger gives peakier logits). */
+  weightStd?: number;
   /** A named shape, or the numbers themselves. */
   preset?: keyof typeof SYNTHETIC_PRESETS;
   dim?: number;
@@ -45,7 +49,11 @@ export async function writeSyntheticModel(path: string, options: SyntheticModelO
   if (!['f32', 'f16', 'bf16', 'q8_0', 'q4_0'].includes(dtype)) throw typeError(where, 'dtype', 'f32, f16, bf16, q8_0 or q4_0', dtype);
   const dim = pick('dim');
   const heads = pick('heads');
+  const arch = options.arch ?? 'llama';
+  if (arch !== 'llama' && arch !== 'qwen2') throw typeError(where, 'arch', "'llama' or 'qwen2'", arch);
   return addon().writeSyntheticModel(path, {
+    arch,
+    weightStd: checkNumber(where, 'weightStd', options.weightStd ?? 0.02, { positive: true }),
     name: options.name ?? `tessera-synthetic-${options.preset ?? `${dim}d`}-${dtype}`,
     dim,
     layers: pick('layers'),

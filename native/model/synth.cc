@@ -38,6 +38,8 @@ uint64_t write_synthetic_llama(const std::string& path, const SynthSpec& s) {
     case DType::F32: case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0: break;
     default: throw_type("synthetic model: dtype must be f32, f16, bf16, q8_0 or q4_0");
   }
+  if (s.arch != "llama" && s.arch != "qwen2") throw_range("synthetic model: arch must be llama or qwen2");
+  if (!(s.weight_std > 0.f)) throw_range("synthetic model: weight std must be > 0");
   if (s.vocab_path.empty()) throw_range("synthetic model: a vocabulary GGUF is required");
   const GgufFile vocab(s.vocab_path);
   const GgufValue* tokens = vocab.find("tokenizer.ggml.tokens");
@@ -48,21 +50,22 @@ uint64_t write_synthetic_llama(const std::string& path, const SynthSpec& s) {
                 std::to_string(tokens->size()) + " tokens");
 
   GgufWriter w;
-  w.set_string("general.architecture", "llama");
+  const std::string ak = s.arch + ".";
+  w.set_string("general.architecture", s.arch);
   w.set_string("general.name", s.name);
   const uint32_t file_type = s.dtype == DType::F32 ? 0 : s.dtype == DType::F16 ? 1 : s.dtype == DType::Q4_0 ? 2
                            : s.dtype == DType::Q8_0 ? 7 : 32;  // llama_ftype
   w.set_u32("general.file_type", file_type);
-  w.set_u32("llama.context_length", (uint32_t)s.context);
-  w.set_u32("llama.embedding_length", (uint32_t)s.dim);
-  w.set_u32("llama.block_count", (uint32_t)s.layers);
-  w.set_u32("llama.feed_forward_length", (uint32_t)s.ff);
-  w.set_u32("llama.rope.dimension_count", (uint32_t)(s.dim / s.heads));
-  w.set_u32("llama.attention.head_count", (uint32_t)s.heads);
-  w.set_u32("llama.attention.head_count_kv", (uint32_t)s.kv_heads);
-  w.set_f32("llama.attention.layer_norm_rms_epsilon", s.rms_eps);
-  w.set_f32("llama.rope.freq_base", s.rope_base);
-  w.set_u32("llama.vocab_size", (uint32_t)n_vocab);
+  w.set_u32(ak + "context_length", (uint32_t)s.context);
+  w.set_u32(ak + "embedding_length", (uint32_t)s.dim);
+  w.set_u32(ak + "block_count", (uint32_t)s.layers);
+  w.set_u32(ak + "feed_forward_length", (uint32_t)s.ff);
+  w.set_u32(ak + "rope.dimension_count", (uint32_t)(s.dim / s.heads));
+  w.set_u32(ak + "attention.head_count", (uint32_t)s.heads);
+  w.set_u32(ak + "attention.head_count_kv", (uint32_t)s.kv_heads);
+  w.set_f32(ak + "attention.layer_norm_rms_epsilon", s.rms_eps);
+  w.set_f32(ak + "rope.freq_base", s.rope_base);
+  w.set_u32(ak + "vocab_size", (uint32_t)n_vocab);
   for (const auto& [key, value] : vocab.metadata())
     if (key.rfind("tokenizer.", 0) == 0) w.set(key, value);
 
@@ -84,7 +87,7 @@ uint64_t write_synthetic_llama(const std::string& path, const SynthSpec& s) {
     });
   };
   const int64_t E = s.dim, KV = (int64_t)s.kv_heads * (s.dim / s.heads), F = s.ff;
-  const float a = 0.02f * std::sqrt(3.f);  // uniform with standard deviation 0.02
+  const float a = s.weight_std * std::sqrt(3.f);  // uniform with standard deviation weight_std
   add("token_embd.weight", {E, n_vocab}, s.dtype, a, false);
   for (int32_t l = 0; l < s.layers; l++) {
     const std::string p = "blk." + std::to_string(l) + ".";
@@ -93,6 +96,11 @@ uint64_t write_synthetic_llama(const std::string& path, const SynthSpec& s) {
     add(p + "attn_k.weight", {E, KV}, s.dtype, a, false);
     add(p + "attn_v.weight", {E, KV}, s.dtype, a, false);
     add(p + "attn_output.weight", {E, E}, s.dtype, a, false);
+    if (s.arch == "qwen2") {
+      add(p + "attn_q.bias", {E}, DType::F32, a, false);
+      add(p + "attn_k.bias", {KV}, DType::F32, a, false);
+      add(p + "attn_v.bias", {KV}, DType::F32, a, false);
+    }
     add(p + "ffn_norm.weight", {E}, DType::F32, 0, true);
     add(p + "ffn_gate.weight", {E, F}, s.dtype, a, false);
     add(p + "ffn_up.weight", {E, F}, s.dtype, a, false);

@@ -317,6 +317,8 @@ Napi::Value WriteSyntheticModel(const Napi::CallbackInfo& info) {
     return v.As<Napi::Number>().DoubleValue();
   };
   SynthSpec s;
+  s.arch = o.Get("arch").ToString().Utf8Value();
+  s.weight_std = (float)num("weightStd");
   s.name = o.Get("name").ToString().Utf8Value();
   s.dim = (int32_t)num("dim");
   s.layers = (int32_t)num("layers");

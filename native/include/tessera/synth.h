@@ -11,6 +11,7 @@
 namespace tessera {
 
 struct SynthSpec {
+  std::string arch = "llama";  // "llama" or "qwen2" (adds Q/K/V biases; NeoX rope)
   std::string name = "tessera-synthetic";
   int32_t dim = 768, layers = 12, heads = 12, kv_heads = 12, ff = 2048;
   int32_t vocab = 0;        // 0: the size of the vocabulary file's token list
@@ -19,6 +20,7 @@ struct SynthSpec {
   DType dtype = DType::F16;  // 2-D weights (f32, f16, bf16, q8_0, q4_0); norms stay f32
   bool tied_output = false;
   uint64_t seed = 1;
+  float weight_std = 0.02f;  // standard deviation of the (uniform) random weights
   std::string vocab_path;    // GGUF whose tokenizer.* keys are copied (required)
 };
 
