@@ -5,6 +5,8 @@ export { DisposedError } from './errors';
 export {
   ops,
   WEIGHT_DTYPES,
+  CONVERT_DTYPES,
+  type ConvertDType,
   type Ops,
   type WeightDType,
   type RopeMode,

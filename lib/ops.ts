@@ -7,8 +7,11 @@ import { checkIndptr, checkInteger, checkNumber, rangeError, typeError } from '.
 import { addon } from './native';
 import { Tensor, expectTensor, int32Arg } from './tensor';
 
-export type WeightDType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0';
-export const WEIGHT_DTYPES: readonly WeightDType[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'];
+export type WeightDType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_k' | 'q6_k';
+export const WEIGHT_DTYPES: readonly WeightDType[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_k', 'q6_k'];
+/** The dtypes convert can produce (k-quants are read, not written: there is no k-quant encoder). */
+export type ConvertDType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0';
+export const CONVERT_DTYPES: readonly ConvertDType[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'];
 export type RopeMode = 'normal' | 'neox';
 
 export interface RopeOptions {
@@ -51,7 +54,7 @@ export interface PagedAttentionOptions extends AttentionOptions {
 }
 
 export interface Ops {
-  /** y (..., n) = x (..., k) · wᵀ, with w (n, k) in f32/f16/bf16/q8_0/q4_0. */
+  /** y (..., n) = x (..., k) · wᵀ, with w (n, k) in f32/f16/bf16/q8_0/q4_0/q4_k/q6_k. */
   matmul(x: Tensor, w: Tensor): Tensor;
   /** x / sqrt(mean(x²) + eps) * weight over the last axis. */
   rmsnorm(x: Tensor, weight: Tensor, eps?: number): Tensor;
@@ -67,8 +70,8 @@ export interface Ops {
   pagedAttention(q: Tensor, qoIndptr: Int32Array | Tensor | number[], pool: PagePool, table: PageTable, options?: PagedAttentionOptions): Tensor;
   /** Writes k, v (T, Hkv, D) into the pages of sequence batchIndices[t] at positions[t] (in place). */
   kvAppend(k: Tensor, v: Tensor, pool: PagePool, table: PageTable, batchIndices: Int32Array | Tensor | number[], positions: Int32Array | Tensor | number[]): void;
-  /** Any weight dtype to f32, or f32 to f16/bf16/q8_0/q4_0 (ggml's quantisers). */
-  convert(x: Tensor, dtype: WeightDType): Tensor;
+  /** Any weight dtype (k-quants included) to f32, or f32 to f16/bf16/q8_0/q4_0 (ggml's quantisers). */
+  convert(x: Tensor, dtype: ConvertDType): Tensor;
 }
 
 function makeOps(reference: boolean): Ops {
@@ -278,10 +281,10 @@ function makeOps(reference: boolean): Ops {
     call('kvAppend', { k: k.data, v: v.data, batchIndices: bi, positions: pos, tokens, ...p.args });
   }
 
-  function convert(x: Tensor, dtype: WeightDType): Tensor {
+  function convert(x: Tensor, dtype: ConvertDType): Tensor {
     const where = 'convert';
     expectTensor(where, 'x', x, WEIGHT_DTYPES);
-    if (!WEIGHT_DTYPES.includes(dtype)) throw typeError(where, 'dtype', WEIGHT_DTYPES.join(', '), dtype);
+    if (!CONVERT_DTYPES.includes(dtype)) throw typeError(where, 'dtype', CONVERT_DTYPES.join(', '), dtype);
     if (x.dtype !== 'f32' && dtype !== 'f32') {
       throw new TypeError(`convert: ${x.dtype} -> ${dtype} is not supported; convert to f32 first`);
     }

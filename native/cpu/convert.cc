@@ -1,5 +1,6 @@
-// convert: dequantise any storage type to f32, and f32 to f16 / bf16 / q8_0 / q4_0 with ggml's
-// reference quantisers (so files we write match what llama.cpp would write).
+// convert: dequantise any storage type (q4_k and q6_k included) to f32, and f32 to f16 / bf16 /
+// q8_0 / q4_0 with ggml's reference quantisers (so files we write match what llama.cpp would
+// write). There is no k-quant encoder.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -56,6 +57,8 @@ void convert(ThreadPool& pool, const void* src, DType st, void* dst, DType dt, i
         case DType::BF16: K.bf16_to_f32(static_cast<const uint16_t*>(s), out, cnt); break;
         case DType::Q8_0: K.q8_0_to_f32(static_cast<const BlockQ8_0*>(s), out, cnt); break;
         case DType::Q4_0: K.q4_0_to_f32(static_cast<const BlockQ4_0*>(s), out, cnt); break;
+        case DType::Q4_K: K.q4_k_to_f32(static_cast<const BlockQ4_K*>(s), out, cnt); break;
+        case DType::Q6_K: K.q6_k_to_f32(static_cast<const BlockQ6_K*>(s), out, cnt); break;
         default: break;  // rejected by check_convert
       }
       return;

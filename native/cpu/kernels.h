@@ -32,6 +32,12 @@ struct Kernels {
   int gemm_nr;
   void (*gemm_panel)(const float* x, int64_t ldx, const float* panel, float* y, int64_t ldy,
                      int64_t m, int32_t nr, int64_t k);
+  // k-quants (super-blocks of 256, n % 256 == 0): dot with an f32 vector, and row dequantisation.
+  // Kept last: the tables are aggregate-initialised positionally.
+  float (*dot_q4_k)(const float* x, const BlockQ4_K* w, int64_t n);
+  float (*dot_q6_k)(const float* x, const BlockQ6_K* w, int64_t n);
+  void (*q4_k_to_f32)(const BlockQ4_K* x, float* y, int64_t n);
+  void (*q6_k_to_f32)(const BlockQ6_K* x, float* y, int64_t n);
 };
 
 extern const Kernels kScalarKernels;

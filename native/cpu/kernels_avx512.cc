@@ -4,6 +4,8 @@
 
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "kernels.h"
 
 #if defined(__clang__)
@@ -156,6 +158,130 @@ void q4_0_to_f32_row(const BlockQ4_0* x, float* y, int64_t n) {
   }
 }
 
+// ---- k-quants ----
+
+// The sub-block scales (bytes 0..7) and mins (bytes 8..15) of a q4_k block, unpacked from the 12
+// packed bytes with 32-bit masks (ggml's get_scale_min_k4, all eight at once).
+inline __m128i q4_k_scale_bytes(const uint8_t* s) {
+  uint32_t u[4];
+  std::memcpy(u, s, 12);
+  const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+  u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);  // m[4..7]
+  const uint32_t m_lo = u[1] & k1;                          // m[0..3]
+  u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);           // sc[4..7]
+  u[2] = m_lo;
+  u[0] &= k1;                                               // sc[0..3]
+  return _mm_loadu_si128((const __m128i*)u);
+}
+
+// sm[0..7] = d * sc[j], sm[8..15] = dmin * m[j] (exact in float).
+inline void q4_k_scales_f32(const BlockQ4_K& blk, float* sm) {
+  const __m512 dd = _mm512_mask_blend_ps((__mmask16)0xff00, _mm512_set1_ps(scalar_f16(blk.d)),
+                                         _mm512_set1_ps(scalar_f16(blk.dmin)));
+  _mm512_store_ps(sm, _mm512_mul_ps(dd, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q4_k_scale_bytes(blk.scales)))));
+}
+
+// q4_k: per sub-block of 32, d*sc * sum(x q) - dmin*m * sum(x). 16 bytes of qs at a time are
+// widened to 16 int32 lanes; the low nibble belongs to x[l], the high one to x[32 + l].
+float dot_q4_k(const float* x, const BlockQ4_K* w, int64_t n) {
+  const __m512i mask = _mm512_set1_epi32(0x0f);
+  __m512 q0 = _mm512_setzero_ps(), q1 = _mm512_setzero_ps();
+  __m512 m0 = _mm512_setzero_ps(), m1 = _mm512_setzero_ps();
+  alignas(64) float sm[16];
+  for (int64_t b = 0; b < n / 256; b++) {
+    q4_k_scales_f32(w[b], sm);
+    for (int c = 0; c < 4; c++, x += 64) {
+      const uint8_t* q = w[b].qs + 32 * c;
+      const __m512i r0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)q));
+      const __m512i r1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(q + 16)));
+      const __m512 xl0 = _mm512_loadu_ps(x), xl1 = _mm512_loadu_ps(x + 16);
+      const __m512 xh0 = _mm512_loadu_ps(x + 32), xh1 = _mm512_loadu_ps(x + 48);
+      __m512 pl = _mm512_mul_ps(xl0, _mm512_cvtepi32_ps(_mm512_and_si512(r0, mask)));
+      pl = _mm512_fmadd_ps(xl1, _mm512_cvtepi32_ps(_mm512_and_si512(r1, mask)), pl);
+      __m512 ph = _mm512_mul_ps(xh0, _mm512_cvtepi32_ps(_mm512_srli_epi32(r0, 4)));
+      ph = _mm512_fmadd_ps(xh1, _mm512_cvtepi32_ps(_mm512_srli_epi32(r1, 4)), ph);
+      q0 = _mm512_fmadd_ps(_mm512_set1_ps(sm[2 * c]), pl, q0);
+      q1 = _mm512_fmadd_ps(_mm512_set1_ps(sm[2 * c + 1]), ph, q1);
+      m0 = _mm512_fmadd_ps(_mm512_set1_ps(sm[8 + 2 * c]), _mm512_add_ps(xl0, xl1), m0);
+      m1 = _mm512_fmadd_ps(_mm512_set1_ps(sm[8 + 2 * c + 1]), _mm512_add_ps(xh0, xh1), m1);
+    }
+  }
+  return _mm512_reduce_add_ps(_mm512_sub_ps(_mm512_add_ps(q0, q1), _mm512_add_ps(m0, m1)));
+}
+
+// The 128 6-bit values of one q6_k half (ql: 64 bytes, qh: 32 bytes) as 128 signed bytes
+// q - 32, in element order.
+inline void unpack_q6_k_half(const uint8_t* ql, const uint8_t* qh, int8_t* out) {
+  const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(0x30), k32 = _mm256_set1_epi8(32);
+  const __m256i l0 = _mm256_loadu_si256((const __m256i*)ql);
+  const __m256i l1 = _mm256_loadu_si256((const __m256i*)(ql + 32));
+  const __m256i h = _mm256_loadu_si256((const __m256i*)qh);
+  // 16-bit shifts move bits across bytes; the masks keep only each byte's own bits.
+  const __m256i q[4] = {
+      _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m2)),
+      _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m2)),
+      _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m2)),
+      _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                      _mm256_and_si256(_mm256_srli_epi16(h, 2), m2))};
+  for (int k = 0; k < 4; k++) _mm256_store_si256((__m256i*)(out + 32 * k), _mm256_sub_epi8(q[k], k32));
+}
+
+// sd[i] = d * scales[i] (exact in float).
+inline void q6_k_scales_f32(const BlockQ6_K& blk, float* sd) {
+  _mm512_store_ps(sd, _mm512_mul_ps(_mm512_set1_ps(scalar_f16(blk.d)), load_i8(blk.scales)));
+}
+
+// q6_k: per sub-block of 16 (one zmm), (d * scale) * sum(x (q - 32)). The unpacked bytes go
+// through a stack buffer so that the widening loads take them straight from memory.
+float dot_q6_k(const float* x, const BlockQ6_K* w, int64_t n) {
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+  alignas(64) float sd[16];
+  alignas(32) int8_t qb[128];
+  for (int64_t b = 0; b < n / 256; b++) {
+    q6_k_scales_f32(w[b], sd);
+    for (int h = 0; h < 2; h++, x += 128) {
+      unpack_q6_k_half(w[b].ql + 64 * h, w[b].qh + 32 * h, qb);
+      for (int s = 0; s < 8; s++) {
+        const __m512 p = _mm512_mul_ps(_mm512_loadu_ps(x + 16 * s), load_i8(qb + 16 * s));
+        acc[s & 3] = _mm512_fmadd_ps(_mm512_set1_ps(sd[8 * h + s]), p, acc[s & 3]);
+      }
+    }
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+}
+
+// d*sc*q is exact in float, so the fused d*sc*q - dmin*m rounds once, like ggml's two-step form.
+void q4_k_to_f32_row(const BlockQ4_K* x, float* y, int64_t n) {
+  const __m512i mask = _mm512_set1_epi32(0x0f);
+  alignas(64) float sm[16];
+  for (int64_t b = 0; b < n / 256; b++) {
+    q4_k_scales_f32(x[b], sm);
+    for (int c = 0; c < 4; c++, y += 64) {
+      const uint8_t* q = x[b].qs + 32 * c;
+      const __m512 d1 = _mm512_set1_ps(sm[2 * c]), m1 = _mm512_set1_ps(sm[8 + 2 * c]);
+      const __m512 d2 = _mm512_set1_ps(sm[2 * c + 1]), m2 = _mm512_set1_ps(sm[8 + 2 * c + 1]);
+      for (int i = 0; i < 32; i += 16) {
+        const __m512i r = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(q + i)));
+        _mm512_storeu_ps(y + i, _mm512_fmsub_ps(d1, _mm512_cvtepi32_ps(_mm512_and_si512(r, mask)), m1));
+        _mm512_storeu_ps(y + 32 + i, _mm512_fmsub_ps(d2, _mm512_cvtepi32_ps(_mm512_srli_epi32(r, 4)), m2));
+      }
+    }
+  }
+}
+
+void q6_k_to_f32_row(const BlockQ6_K* x, float* y, int64_t n) {
+  alignas(64) float sd[16];
+  alignas(32) int8_t qb[128];
+  for (int64_t b = 0; b < n / 256; b++) {
+    q6_k_scales_f32(x[b], sd);
+    for (int h = 0; h < 2; h++, y += 128) {
+      unpack_q6_k_half(x[b].ql + 64 * h, x[b].qh + 32 * h, qb);
+      for (int s = 0; s < 8; s++)
+        _mm512_storeu_ps(y + 16 * s, _mm512_mul_ps(_mm512_set1_ps(sd[8 * h + s]), load_i8(qb + 16 * s)));
+    }
+  }
+}
+
 // Panel GEMM: MR rows of x x 32 panel columns (2 zmm) = 24 accumulators (+2 panel +1 broadcast
 // of the 32 registers); each step is 2 panel loads and MR broadcasts for 2*MR FMAs.
 constexpr int kNr = 32;
@@ -200,7 +326,8 @@ void gemm_panel(const float* x, int64_t ldx, const float* panel, float* y, int64
 const Kernels kAvx512Kernels = {
     dot_f32,         dot_f16,         dot_bf16,        dot_q8_0,        dot_q4_0, axpy_f32,
     axpy_f16,        f16_to_f32_row,  bf16_to_f32_row, q8_0_to_f32_row, q4_0_to_f32_row,
-    kNr,             gemm_panel,
+    kNr,             gemm_panel,      dot_q4_k,        dot_q6_k,        q4_k_to_f32_row,
+    q6_k_to_f32_row,
 };
 
 }  // namespace tessera::cpu

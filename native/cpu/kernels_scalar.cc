@@ -95,6 +95,103 @@ void q4_0_to_f32_row(const BlockQ4_0* x, float* y, int64_t n) {
   }
 }
 
+// The 6-bit sub-block scales and mins of a q4_k super-block (ggml's get_scale_min_k4).
+inline void q4_k_scales(const uint8_t* s, uint8_t sc[8], uint8_t m[8]) {
+  for (int j = 0; j < 4; j++) {
+    sc[j] = s[j] & 63;
+    m[j] = s[j + 4] & 63;
+    sc[j + 4] = (uint8_t)((s[j + 8] & 15) | ((s[j] >> 6) << 4));
+    m[j + 4] = (uint8_t)((s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4));
+  }
+}
+
+// Per sub-block of 32: d*sc * sum(x q) - dmin*m * sum(x), with q the raw nibble.
+float dot_q4_k(const float* x, const BlockQ4_K* w, int64_t n) {
+  float s = 0;
+  for (int64_t b = 0; b < n / 256; b++) {
+    uint8_t sc[8], m[8];
+    q4_k_scales(w[b].scales, sc, m);
+    float sq = 0, sm = 0;
+    for (int c = 0; c < 4; c++, x += 64) {
+      const uint8_t* q = w[b].qs + 32 * c;
+      float lo[4] = {0, 0, 0, 0}, hi[4] = {0, 0, 0, 0}, xl[4] = {0, 0, 0, 0}, xh[4] = {0, 0, 0, 0};
+      for (int l = 0; l < 32; l += 4)
+        for (int t = 0; t < 4; t++) {
+          lo[t] += x[l + t] * (float)(q[l + t] & 0x0f);
+          hi[t] += x[32 + l + t] * (float)(q[l + t] >> 4);
+          xl[t] += x[l + t];
+          xh[t] += x[32 + l + t];
+        }
+      sq += (float)sc[2 * c] * ((lo[0] + lo[1]) + (lo[2] + lo[3])) +
+            (float)sc[2 * c + 1] * ((hi[0] + hi[1]) + (hi[2] + hi[3]));
+      sm += (float)m[2 * c] * ((xl[0] + xl[1]) + (xl[2] + xl[3])) +
+            (float)m[2 * c + 1] * ((xh[0] + xh[1]) + (xh[2] + xh[3]));
+    }
+    s += f16_to_f32(w[b].d) * sq - f16_to_f32(w[b].dmin) * sm;
+  }
+  return s;
+}
+
+// Per sub-block of 16: d * scale * sum(x (q - 32)).
+float dot_q6_k(const float* x, const BlockQ6_K* w, int64_t n) {
+  float s = 0;
+  for (int64_t b = 0; b < n / 256; b++) {
+    float acc = 0;
+    for (int h = 0; h < 2; h++, x += 128) {
+      const uint8_t* ql = w[b].ql + 64 * h;
+      const uint8_t* qh = w[b].qh + 32 * h;
+      const int8_t* sc = w[b].scales + 8 * h;
+      float g[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // the half's 8 sub-blocks of 16
+      for (int l = 0; l < 32; l++) {
+        const int i = l / 16;
+        g[i + 0] += x[l] * (float)((int)((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) - 32);
+        g[i + 2] += x[l + 32] * (float)((int)((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) - 32);
+        g[i + 4] += x[l + 64] * (float)((int)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+        g[i + 6] += x[l + 96] * (float)((int)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+      }
+      for (int i = 0; i < 8; i++) acc += (float)sc[i] * g[i];
+    }
+    s += f16_to_f32(w[b].d) * acc;
+  }
+  return s;
+}
+
+// ggml's dequantize_row_q4_K. d*sc, dmin*m and d*sc*q are exact in float, so the only rounding
+// is the final subtraction (fused or not, every kernel set gives the same bits).
+void q4_k_to_f32_row(const BlockQ4_K* x, float* y, int64_t n) {
+  for (int64_t b = 0; b < n / 256; b++) {
+    uint8_t sc[8], m[8];
+    q4_k_scales(x[b].scales, sc, m);
+    const float d = f16_to_f32(x[b].d), dmin = f16_to_f32(x[b].dmin);
+    for (int c = 0; c < 4; c++, y += 64) {
+      const uint8_t* q = x[b].qs + 32 * c;
+      const float d1 = d * sc[2 * c], m1 = dmin * m[2 * c];
+      const float d2 = d * sc[2 * c + 1], m2 = dmin * m[2 * c + 1];
+      for (int l = 0; l < 32; l++) y[l] = d1 * (float)(q[l] & 0x0f) - m1;
+      for (int l = 0; l < 32; l++) y[32 + l] = d2 * (float)(q[l] >> 4) - m2;
+    }
+  }
+}
+
+// ggml's dequantize_row_q6_K (d * scale * q is exact in float).
+void q6_k_to_f32_row(const BlockQ6_K* x, float* y, int64_t n) {
+  for (int64_t b = 0; b < n / 256; b++) {
+    const float d = f16_to_f32(x[b].d);
+    for (int h = 0; h < 2; h++, y += 128) {
+      const uint8_t* ql = x[b].ql + 64 * h;
+      const uint8_t* qh = x[b].qh + 32 * h;
+      const int8_t* sc = x[b].scales + 8 * h;
+      for (int l = 0; l < 32; l++) {
+        const int i = l / 16;
+        y[l] = d * sc[i + 0] * (float)((int)((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) - 32);
+        y[l + 32] = d * sc[i + 2] * (float)((int)((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) - 32);
+        y[l + 64] = d * sc[i + 4] * (float)((int)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
+        y[l + 96] = d * sc[i + 6] * (float)((int)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+      }
+    }
+  }
+}
+
 // 4 rows x 8 panel columns per block, plain loops the compiler can vectorise.
 constexpr int kNr = 8;
 void gemm_panel(const float* x, int64_t ldx, const float* panel, float* y, int64_t ldy, int64_t m,
@@ -117,7 +214,8 @@ void gemm_panel(const float* x, int64_t ldx, const float* panel, float* y, int64
 const Kernels kScalarKernels = {
     dot_f32,         dot_f16,         dot_bf16,        dot_q8_0,        dot_q4_0, axpy_f32,
     axpy_f16,        f16_to_f32_row,  bf16_to_f32_row, q8_0_to_f32_row, q4_0_to_f32_row,
-    kNr,             gemm_panel,
+    kNr,             gemm_panel,      dot_q4_k,        dot_q6_k,        q4_k_to_f32_row,
+    q6_k_to_f32_row,
 };
 
 }  // namespace tessera::cpu

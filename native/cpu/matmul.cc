@@ -1,4 +1,4 @@
-// matmul: y (m, n) = x (m, k) · wᵀ with w (n, k) in f32/f16/bf16/q8_0/q4_0.
+// matmul: y (m, n) = x (m, k) · wᵀ with w (n, k) in f32/f16/bf16/q8_0/q4_0/q4_k/q6_k.
 // Few rows (decode): each weight row is streamed once and dequantised in registers.
 // Many rows (prefill): gemm_nr weight rows at a time are dequantised once into a per-thread
 // f32 panel (transposed: panel[p][j]) and multiplied by every row of x with the register-blocked
@@ -20,6 +20,8 @@ float dot_row(const Kernels& K, DType t, const float* x, const void* row, int64_
     case DType::BF16: return K.dot_bf16(x, (const uint16_t*)row, k);
     case DType::Q8_0: return K.dot_q8_0(x, (const BlockQ8_0*)row, k);
     case DType::Q4_0: return K.dot_q4_0(x, (const BlockQ4_0*)row, k);
+    case DType::Q4_K: return K.dot_q4_k(x, (const BlockQ4_K*)row, k);
+    case DType::Q6_K: return K.dot_q6_k(x, (const BlockQ6_K*)row, k);
     default: return 0.f;  // rejected by check_matmul
   }
 }
@@ -30,6 +32,8 @@ void row_to_f32(const Kernels& K, DType t, const void* row, float* out, int64_t 
     case DType::BF16: K.bf16_to_f32((const uint16_t*)row, out, k); break;
     case DType::Q8_0: K.q8_0_to_f32((const BlockQ8_0*)row, out, k); break;
     case DType::Q4_0: K.q4_0_to_f32((const BlockQ4_0*)row, out, k); break;
+    case DType::Q4_K: K.q4_k_to_f32((const BlockQ4_K*)row, out, k); break;
+    case DType::Q6_K: K.q6_k_to_f32((const BlockQ6_K*)row, out, k); break;
     default: break;
   }
 }

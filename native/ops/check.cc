@@ -96,8 +96,11 @@ void check_kv_append(const int32_t* batch_indices, const int32_t* positions, int
 
 void check_matmul(DType w_dtype, int64_t k) {
   switch (w_dtype) {
-    case DType::F32: case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0: break;
-    default: throw_type(cat("matmul weight dtype must be f32, f16, bf16, q8_0 or q4_0, got ", dtype_info(w_dtype).name));
+    case DType::F32: case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0:
+    case DType::Q4_K: case DType::Q6_K: break;
+    default:
+      throw_type(cat("matmul weight dtype must be f32, f16, bf16, q8_0, q4_0, q4_k or q6_k, got ",
+                     dtype_info(w_dtype).name));
   }
   const int32_t blk = dtype_info(w_dtype).block_elems;
   if (k % blk != 0)
@@ -118,8 +121,10 @@ void check_convert(DType src, DType dst, int64_t n) {
   auto plain = [](DType t) {
     return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0 || t == DType::Q4_0;
   };
-  if (!(dst == DType::F32 && plain(src)) && !(src == DType::F32 && plain(dst)))
-    throw_type(cat("convert supports any of f32/f16/bf16/q8_0/q4_0 to f32 and f32 to any of them, not ",
+  auto kquant = [](DType t) { return t == DType::Q4_K || t == DType::Q6_K; };  // decode only
+  if (!(dst == DType::F32 && (plain(src) || kquant(src))) && !(src == DType::F32 && plain(dst)))
+    throw_type(cat("convert supports any of f32/f16/bf16/q8_0/q4_0/q4_k/q6_k to f32 and f32 to any of "
+                   "f32/f16/bf16/q8_0/q4_0, not ",
                    dtype_info(src).name, " -> ", dtype_info(dst).name));
   const int32_t blk = std::max(dtype_info(src).block_elems, dtype_info(dst).block_elems);
   if (n % blk != 0) throw_range(cat("convert: element count ", n, " must be a multiple of ", blk));

@@ -13,6 +13,45 @@
 namespace tessera::ref {
 namespace {
 
+// Sub-block j (0..7) scale and min of a q4_k block: ggml's get_scale_min_k4. The first four
+// pairs are the low 6 bits of bytes 0..3 / 4..7; the last four take their low 4 bits from the
+// nibbles of bytes 8..11 and their top 2 bits from the top bits of bytes 0..3 / 4..7.
+void q4_k_scale_min(const uint8_t* q, int j, int* sc, int* m) {
+  if (j < 4) {
+    *sc = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    *m = (q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4);
+  }
+}
+
+// Element e (0..255) of a q4_k super-block, from ggml's dequantize_row_q4_K: the block is four
+// runs of 64 elements; run r reads qs[32 r .. 32 r + 31], low nibbles first (sub-block 2r),
+// then high nibbles (sub-block 2r+1); value = d * sc * q - dmin * m. Every product is exact in
+// double, and so is the difference (all terms are multiples of 2^-24 below 2^27).
+double q4_k_elem(const BlockQ4_K& b, int e) {
+  const int run = e / 64, r = e % 64, sub = e / 32;
+  const uint8_t byte = b.qs[32 * run + (r % 32)];
+  const int q = r < 32 ? (byte & 0xF) : (byte >> 4);
+  int sc, m;
+  q4_k_scale_min(b.scales, sub, &sc, &m);
+  return (double)f16_to_f32(b.d) * sc * q - (double)f16_to_f32(b.dmin) * m;
+}
+
+// Element e (0..255) of a q6_k super-block, from ggml's dequantize_row_q6_K: two halves of 128;
+// in half h, group g (0..3) of 32 elements takes its low 4 bits from ql[64 h + 32 (g & 1) + l]
+// (low nibble for g < 2, high for g >= 2) and its top 2 bits from bits 2g, 2g+1 of
+// qh[32 h + l]; value = d * scales[e / 16] * (q - 32).
+double q6_k_elem(const BlockQ6_K& b, int e) {
+  const int h = e / 128, g = (e % 128) / 32, l = e % 32;
+  const uint8_t lo = b.ql[64 * h + 32 * (g & 1) + l];
+  const int low4 = g < 2 ? (lo & 0xF) : (lo >> 4);
+  const int high2 = (b.qh[32 * h + l] >> (2 * g)) & 3;
+  const int q = (low4 | (high2 << 4)) - 32;
+  return (double)f16_to_f32(b.d) * b.scales[e / 16] * q;
+}
+
 // Element `i` of a row stored in `t` (row holds at least i+1 elements; blocks start at the row).
 double load_elem(const void* row, DType t, int64_t i) {
   switch (t) {
@@ -29,6 +68,8 @@ double load_elem(const void* row, DType t, int64_t i) {
       const int q = j < 16 ? (b.qs[j] & 0xF) : (b.qs[j - 16] >> 4);
       return (double)(q - 8) * (double)f16_to_f32(b.d);
     }
+    case DType::Q4_K: return q4_k_elem(static_cast<const BlockQ4_K*>(row)[i / 256], (int)(i % 256));
+    case DType::Q6_K: return q6_k_elem(static_cast<const BlockQ6_K*>(row)[i / 256], (int)(i % 256));
     default: return 0.0;
   }
 }

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdarg>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -539,6 +540,227 @@ TEST_CASE(matmul_f16) { matmul_sweep(DType::F16, 22); }
 TEST_CASE(matmul_bf16) { matmul_sweep(DType::BF16, 23); }
 TEST_CASE(matmul_q8_0) { matmul_sweep(DType::Q8_0, 24); }
 TEST_CASE(matmul_q4_0) { matmul_sweep(DType::Q4_0, 25); }
+
+// ---------------------------------------------------------------------------------------------
+// k-quants (q4_k, q6_k): decode only. There is no k-quant encoder, so weights are random block
+// bytes, plus hand-written blocks whose values are worked out by hand below (a bit-layout error
+// shared by ref and the kernels would pass the cpu-vs-ref sweeps but not these).
+// ---------------------------------------------------------------------------------------------
+
+// Random block bytes; d (and dmin for q4_k) random small positive finite halves, a third of the
+// blocks with tiny ones (down to f16 subnormals).
+std::vector<uint8_t> random_kquant(Rng& r, DType dt, int64_t n) {
+  const int64_t bb = dtype_info(dt).block_bytes;
+  std::vector<uint8_t> w((size_t)dtype_bytes(dt, n) + 1);
+  for (auto& c : w) c = (uint8_t)r.next();
+  for (int64_t b = 0; b < n / 256; ++b) {
+    uint8_t* p = w.data() + b * bb;
+    const int halves = dt == DType::Q4_K ? 2 : 1;
+    for (int t = 0; t < halves; ++t) {
+      const float mag = b % 3 == 0 ? 1e-6f : 2e-3f;
+      const uint16_t h = f32_to_f16(r.uni(0.f, mag));
+      std::memcpy(dt == DType::Q4_K ? p + 2 * t : p + offsetof(BlockQ6_K, d), &h, 2);
+    }
+  }
+  return w;
+}
+
+// |w| bound used for error scales: for q4_k the kernels compute d*sc*sum(x q) - dmin*m*sum(x),
+// whose rounding is relative to |d sc q| + |dmin m|: the same blocks with d -> |d| and
+// dmin -> -|dmin| dequantise to exactly that. For q6_k it is |w|.
+std::vector<float> kquant_abs_weights(const std::vector<uint8_t>& w, DType dt, int64_t n) {
+  std::vector<uint8_t> a = w;
+  std::vector<float> out(n);
+  if (dt == DType::Q4_K)
+    for (int64_t b = 0; b < n / 256; ++b) {
+      BlockQ4_K* blk = reinterpret_cast<BlockQ4_K*>(a.data()) + b;
+      blk->d &= 0x7fff;
+      blk->dmin |= 0x8000;
+    }
+  ref::convert(a.data(), dt, out.data(), DType::F32, n);
+  for (auto& v : out) v = std::fabs(v);
+  return out;
+}
+
+// The hand-written blocks (also fed to ggml's own dequantize_row_q4_K / _q6_K from the
+// libggml-base.so that node-llama-cpp ships, which gave exactly the values and checksums below).
+//
+// q4_k: d = 0.5, dmin = 0.25; sub-block scales sc = {1, 2, 3, 4, 17, 33, 50, 63} and mins
+// m = {5, 6, 7, 8, 36, 50, 20, 10} (for j >= 4 the top 2 bits and the low 4 bits of sc[j] and
+// m[j] all differ, so mixing up their sources shows), packed as
+//   scales[0..3]  = sc[0..3] | (sc[4..7] >> 4) << 6 = 0x41 0x82 0xC3 0xC4
+//   scales[4..7]  = m[0..3]  | (m[4..7] >> 4) << 6  = 0x85 0xC6 0x47 0x08
+//   scales[8..11] = (sc[4..7] & 15) | (m[4..7] & 15) << 4 = 0x41 0x21 0x42 0xAF
+// qs[i] = (i % 16) | (15 - i % 16) << 4. Element e lies in sub-block j = e / 32; with
+// l = e % 32, its q is l % 16 in the low-nibble sub-blocks (j even) and 15 - l % 16 in the
+// high-nibble ones (j odd); value = 0.5 sc[j] q - 0.25 m[j].
+BlockQ4_K hand_q4_k() {
+  BlockQ4_K b;
+  b.d = 0x3800;
+  b.dmin = 0x3400;
+  const uint8_t s[12] = {0x41, 0x82, 0xC3, 0xC4, 0x85, 0xC6, 0x47, 0x08, 0x41, 0x21, 0x42, 0xAF};
+  std::memcpy(b.scales, s, 12);
+  for (int i = 0; i < 128; ++i) b.qs[i] = (uint8_t)((i % 16) | ((15 - i % 16) << 4));
+  return b;
+}
+// q6_k: d = 0.125, scales = {1, -2, 3, -4, 5, -6, 7, -8, 9, -10, 11, -12, 13, -14, 127, -128},
+// ql[i] = i, qh[i] = 0xE4 (2-bit fields 0,1,2,3 from bit 0 up) for even i, 0x1B (3,2,1,0) for odd
+// i. Element e: half h = e / 128, group g = (e % 128) / 32, l = e % 32; ql byte
+// i = 64 h + 32 (g & 1) + l gives the low 4 bits (i % 16 for g < 2, i / 16 for g >= 2), field g
+// of qh[32 h + l] the top 2 (g for even l, 3 - g for odd l); value = 0.125 scales[e / 16] (q - 32).
+BlockQ6_K hand_q6_k() {
+  BlockQ6_K b;
+  b.d = 0x3000;
+  const int8_t s[16] = {1, -2, 3, -4, 5, -6, 7, -8, 9, -10, 11, -12, 13, -14, 127, -128};
+  std::memcpy(b.scales, s, 16);
+  for (int i = 0; i < 128; ++i) b.ql[i] = (uint8_t)i;
+  for (int i = 0; i < 64; ++i) b.qh[i] = i % 2 == 0 ? 0xE4 : 0x1B;
+  return b;
+}
+
+struct HandValue {
+  int e;
+  float v;
+};
+// Worked by hand, e.g. q4_k e = 170: j = 5, l = 10, odd j -> q = 15 - 10 = 5,
+// 0.5 * 33 * 5 - 0.25 * 50 = 70; q6_k e = 235: h = 1, g = 3, l = 11 (odd), i = 107 -> low
+// bits 107 / 16 = 6, top bits 3 - 3 = 0, q = 6, 0.125 * scales[14] * (6 - 32) = -412.75.
+const HandValue kHandQ4K[] = {{0, -1.25f},  {1, -0.75f},   {31, 6.25f},   {32, 13.5f},
+                              {63, -1.5f},  {64, -1.75f},  {100, 20.f},   {130, 8.f},
+                              {170, 70.f},  {200, 195.f},  {240, 470.f},  {255, -2.5f}};
+const HandValue kHandQ6K[] = {{0, -4.f},    {1, 2.125f},   {17, -4.25f},   {40, -3.f},
+                              {71, -10.f},  {127, 29.f},   {130, -33.75f}, {200, 6.5f},
+                              {235, -412.75f}, {250, -368.f}, {255, 400.f}};
+// sum over e of (e + 1) * value(e), from ggml's dequantisation of the same blocks.
+const double kHandQ4KChecksum = 3969448.0, kHandQ6KChecksum = -54032.0;
+
+// The full hand block, element by element, from the layout description above.
+float hand_q4_k_value(int e) {
+  const int sc[8] = {1, 2, 3, 4, 17, 33, 50, 63}, m[8] = {5, 6, 7, 8, 36, 50, 20, 10};
+  const int j = e / 32, l = e % 32;
+  const int q = j % 2 == 0 ? l % 16 : 15 - l % 16;
+  return 0.5f * (float)(sc[j] * q) - 0.25f * (float)m[j];
+}
+float hand_q6_k_value(int e) {
+  const int s[16] = {1, -2, 3, -4, 5, -6, 7, -8, 9, -10, 11, -12, 13, -14, 127, -128};
+  const int h = e / 128, g = (e % 128) / 32, l = e % 32;
+  const int i = 64 * h + 32 * (g & 1) + l;
+  const int lo = g < 2 ? i % 16 : i / 16;
+  const int hi = l % 2 == 0 ? g : 3 - g;
+  return 0.125f * (float)(s[e / 16] * ((lo | hi << 4) - 32));
+}
+
+TEST_CASE(kquant_hand_blocks) {
+  const BlockQ4_K b4 = hand_q4_k();
+  const BlockQ6_K b6 = hand_q6_k();
+  for (const DType dt : {DType::Q4_K, DType::Q6_K}) {
+    const bool is4 = dt == DType::Q4_K;
+    const void* blk = is4 ? (const void*)&b4 : (const void*)&b6;
+    const char* nm = dtype_info(dt).name;
+    float want[256];
+    double sum = 0;
+    for (int e = 0; e < 256; ++e) {
+      want[e] = is4 ? hand_q4_k_value(e) : hand_q6_k_value(e);
+      sum += (e + 1) * (double)want[e];
+    }
+    // The layout description agrees with the hand-worked spot values and ggml's checksum.
+    for (const HandValue& hv : is4 ? std::vector<HandValue>(std::begin(kHandQ4K), std::end(kHandQ4K))
+                                   : std::vector<HandValue>(std::begin(kHandQ6K), std::end(kHandQ6K)))
+      EXPECT(want[hv.e] == hv.v, "%s hand table [%d] = %g, worked by hand %g", nm, hv.e, want[hv.e], hv.v);
+    EXPECT(sum == (is4 ? kHandQ4KChecksum : kHandQ6KChecksum), "%s hand checksum %.17g", nm, sum);
+    float got[256];
+    ref::convert(blk, dt, got, DType::F32, 256);
+    for (int e = 0; e < 256; ++e) EXPECT(got[e] == want[e], "ref %s [%d] = %g, want %g", nm, e, got[e], want[e]);
+    // x = 1..256 (exact in float): y = the checksum.
+    float x[256], y_ref;
+    for (int e = 0; e < 256; ++e) x[e] = (float)(e + 1);
+    ref::matmul(x, blk, dt, &y_ref, 1, 1, 256);
+    EXPECT(y_ref == (float)sum, "ref matmul %s hand block: %g want %g", nm, y_ref, sum);
+    for_each_backend([&](const std::string& be, ThreadPool& pool) {
+      float c[256];
+      cpu::convert(pool, blk, dt, c, DType::F32, 256);
+      int bad = -1;
+      for (int e = 0; e < 256 && bad < 0; ++e)
+        if (c[e] != want[e]) bad = e;
+      EXPECT(bad < 0, "%s %s hand block element %d: %g want %g", be.c_str(), nm, bad,
+             bad >= 0 ? c[bad] : 0.0, bad >= 0 ? want[bad] : 0.0);
+      // Gemv path (m = 1) and panel path (m = 4, rows scaled by 1, -1, 0.5, 2: exact in float).
+      const float rs[4] = {1.f, -1.f, 0.5f, 2.f};
+      std::vector<float> x4(4 * 256), y(4, std::numeric_limits<float>::quiet_NaN());
+      for (int i = 0; i < 4; ++i)
+        for (int e = 0; e < 256; ++e) x4[i * 256 + e] = rs[i] * x[e];
+      cpu::matmul(pool, x, blk, dt, y.data(), 1, 1, 256);
+      EXPECT(std::fabs(y[0] - sum) <= 1e-6 * std::fabs(sum), "%s %s hand block m=1: %.9g want %.9g",
+             be.c_str(), nm, y[0], sum);
+      cpu::matmul(pool, x4.data(), blk, dt, y.data(), 4, 1, 256);
+      for (int i = 0; i < 4; ++i)
+        EXPECT(std::fabs(y[i] - rs[i] * sum) <= 1e-6 * std::fabs(sum), "%s %s hand block m=4 row %d: %.9g want %.9g",
+               be.c_str(), nm, i, y[i], rs[i] * sum);
+    });
+  }
+}
+
+TEST_CASE(convert_kquant) {
+  Rng r(13);
+  for (const DType dt : {DType::Q4_K, DType::Q6_K}) {
+    for (const int64_t n : {256, 512, 256 * 37, 256 * 130}) {
+      const std::vector<uint8_t> w = random_kquant(r, dt, n);
+      std::vector<float> want(n, 1.f);
+      ref::convert(w.data(), dt, want.data(), DType::F32, n);
+      // Random nibbles / 6-bit values: every sub-block has a nonzero scale somewhere, so the
+      // outputs must not all be equal.
+      EXPECT(*std::max_element(want.begin(), want.end()) > *std::min_element(want.begin(), want.end()),
+             "ref %s n=%lld: constant output", dtype_info(dt).name, (long long)n);
+      for_each_backend([&](const std::string& be, ThreadPool& pool) {
+        std::vector<float> got(n + 1, 5.f);
+        cpu::convert(pool, w.data(), dt, got.data(), DType::F32, n);
+        // Dequantisation is exact up to the single rounding of the q4_k subtraction: bit-exact.
+        int64_t bad = -1;
+        for (int64_t i = 0; i < n && bad < 0; ++i)
+          if (std::memcmp(&got[i], &want[i], 4) != 0) bad = i;
+        EXPECT(bad < 0, "%s random %s blocks n=%lld -> f32: element %lld got %g want %g", be.c_str(),
+               dtype_info(dt).name, (long long)n, (long long)bad, bad >= 0 ? got[bad] : 0.0,
+               bad >= 0 ? want[bad] : 0.0);
+        EXPECT(got[n] == 5.f, "%s %s n=%lld wrote past the end", be.c_str(), dtype_info(dt).name,
+               (long long)n);
+      });
+    }
+  }
+}
+
+void check_matmul_kquant_case(DType dt, int64_t m, int64_t n, int64_t k, Rng& r) {
+  const std::vector<float> x = rand_vec(r, m * k);
+  const std::vector<uint8_t> w = random_kquant(r, dt, n * k);
+  const std::vector<float> wa = kquant_abs_weights(w, dt, n * k);
+  std::vector<float> want = nan_vec(m * n);
+  ref::matmul(x.data(), w.data(), dt, want.data(), m, n, k);
+  std::vector<double> scale(m * n);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double s = 0.0;
+      for (int64_t l = 0; l < k; ++l) s += std::fabs((double)x[i * k + l]) * wa[j * k + l];
+      scale[i * n + j] = s;
+    }
+  const std::string key = std::string("matmul_") + dtype_info(dt).name;
+  for_each_backend([&](const std::string& be, ThreadPool& pool) {
+    std::vector<float> y = nan_vec(m * n);
+    cpu::matmul(pool, x.data(), w.data(), dt, y.data(), m, n, k);
+    EXPECT_CLOSE(strf("%s matmul %s m=%lld n=%lld k=%lld", be.c_str(), dtype_info(dt).name,
+                      (long long)m, (long long)n, (long long)k),
+                 key, y.data(), want.data(), m * n, 5e-6, [&](int64_t i) { return scale[i]; });
+  });
+}
+
+void matmul_kquant_sweep(DType dt, uint64_t seed) {
+  Rng r(seed);
+  for (const int64_t m : {1, 3, 5, 17, 64})
+    for (const int64_t n : {1, 7, 33, 65})
+      for (const int64_t k : {256, 512, 768}) check_matmul_kquant_case(dt, m, n, k, r);
+  check_matmul_kquant_case(dt, 65, 131, 1024, r);  // crossing the panel and thread splits
+}
+
+TEST_CASE(matmul_q4_k) { matmul_kquant_sweep(DType::Q4_K, 26); }
+TEST_CASE(matmul_q6_k) { matmul_kquant_sweep(DType::Q6_K, 27); }
 
 // ---------------------------------------------------------------------------------------------
 // rmsnorm, softmax, swiglu
@@ -1332,6 +1554,21 @@ TEST_CASE(check_matmul_rope_convert) {
                    [] { check_convert(DType::F32, DType::Q8_0, 33); });
   EXPECT_ARG_ERROR("convert f16->q8_0", NAMES("dtype", "f16", "q8_0", "convert"),
                    [] { check_convert(DType::F16, DType::Q8_0, 64); });
+  // k-quants: matmul weights with k % 256 == 0, convert to f32 only (no encoder).
+  EXPECT_NO_THROW("q4_k k=256", [] { check_matmul(DType::Q4_K, 256); });
+  EXPECT_NO_THROW("q6_k k=768", [] { check_matmul(DType::Q6_K, 768); });
+  EXPECT_ARG_ERROR("q4_k k=128", NAMES("k"), [] { check_matmul(DType::Q4_K, 128); });
+  EXPECT_ARG_ERROR("q6_k k=288", NAMES("k"), [] { check_matmul(DType::Q6_K, 288); });
+  EXPECT_NO_THROW("convert q4_k->f32", [] { check_convert(DType::Q4_K, DType::F32, 512); });
+  EXPECT_NO_THROW("convert q6_k->f32", [] { check_convert(DType::Q6_K, DType::F32, 256); });
+  EXPECT_ARG_ERROR("convert q6_k->f32 n=320", NAMES("n", "block"),
+                   [] { check_convert(DType::Q6_K, DType::F32, 320); });
+  EXPECT_ARG_ERROR("convert f32->q4_k", NAMES("dtype", "q4_k", "convert"),
+                   [] { check_convert(DType::F32, DType::Q4_K, 256); });
+  EXPECT_ARG_ERROR("convert q4_k->f16", NAMES("dtype", "q4_k", "convert"),
+                   [] { check_convert(DType::Q4_K, DType::F16, 256); });
+  EXPECT_ARG_ERROR("convert q6_k->q4_k", NAMES("dtype", "q6_k", "convert"),
+                   [] { check_convert(DType::Q6_K, DType::Q4_K, 256); });
 }
 
 }  // namespace

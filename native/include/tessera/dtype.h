@@ -67,6 +67,35 @@ struct BlockQ4_0 {
 static_assert(sizeof(BlockQ8_0) == 34, "q8_0 block is 34 bytes");
 static_assert(sizeof(BlockQ4_0) == 18, "q4_0 block is 18 bytes");
 
+// k-quant super-blocks of 256 elements (ggml's block_q4_K / block_q6_K, byte for byte).
+// Q4_K: 8 sub-blocks of 32, element = d * sc[j] * q - dmin * m[j] with q a 4-bit nibble and
+// 6-bit sc/m packed into scales[12] (ggml's get_scale_min_k4):
+//   j < 4:  sc[j] = scales[j] & 63,  m[j] = scales[j + 4] & 63
+//   j >= 4: sc[j] = (scales[j + 4] & 15) | (scales[j - 4] >> 6) << 4,
+//           m[j]  = (scales[j + 4] >> 4) | (scales[j] >> 6) << 4
+// qs[32 c + l] holds element 64 c + l (sub-block 2c) in its low nibble and element 64 c + 32 + l
+// (sub-block 2c+1) in its high nibble, c = 0..3, l = 0..31.
+struct BlockQ4_K {
+  uint16_t d;          // f16 super-block scale of the sub-block scales
+  uint16_t dmin;       // f16 super-block scale of the sub-block mins
+  uint8_t scales[12];  // 6-bit scales and mins, packed as above
+  uint8_t qs[128];     // nibbles
+};
+// Q6_K: 16 sub-blocks of 16, element e = d * scales[e / 16] * (q - 32) with 6-bit q. In each half
+// h (128 elements; ql += 64 h, qh += 32 h), for l = 0..31:
+//   e = l:      low nibble of ql[l],       bits 0-1 of qh[l]
+//   e = l + 32: low nibble of ql[l + 32],  bits 2-3 of qh[l]
+//   e = l + 64: high nibble of ql[l],      bits 4-5 of qh[l]
+//   e = l + 96: high nibble of ql[l + 32], bits 6-7 of qh[l]   (qh bits are q's bits 4-5)
+struct BlockQ6_K {
+  uint8_t ql[128];    // low 4 bits of q
+  uint8_t qh[64];     // high 2 bits of q
+  int8_t scales[16];  // 8-bit sub-block scales
+  uint16_t d;         // f16 super-block scale
+};
+static_assert(sizeof(BlockQ4_K) == 144, "q4_k block is 144 bytes");
+static_assert(sizeof(BlockQ6_K) == 210, "q6_k block is 210 bytes");
+
 // IEEE half <-> float, exact for every half value (subnormals, inf, nan), round-to-nearest-even.
 TS_HD float f16_to_f32(uint16_t h) {
   const uint32_t sign = (uint32_t)(h & 0x8000) << 16;

@@ -29,7 +29,7 @@ struct AttnShape {
 class ThreadPool;
 
 #define TESSERA_OP_SIGNATURES(CTX)                                                              \
-  /* y (m, n) = x (m, k) · wᵀ; w is (n, k) in w_dtype (f32/f16/bf16/q8_0/q4_0), k % block == 0 */ \
+  /* y (m, n) = x (m, k) · wᵀ; w (n, k) in f32/f16/bf16/q8_0/q4_0/q4_k/q6_k, k % block == 0 */  \
   void matmul(CTX const float* x, const void* w, DType w_dtype, float* y, int64_t m, int64_t n,   \
               int64_t k);                                                                       \
   /* y (rows, n) = x / sqrt(mean(x²) + eps) * weight (n) */                                    \
@@ -53,7 +53,7 @@ class ThreadPool;
      positions[t] < seq_len: the page table already counts the new tokens (FlashInfer rule) */   \
   void kv_append(CTX const float* k, const float* v, const int32_t* batch_indices,                \
                  const int32_t* positions, int64_t tokens, const PagedKv& kv);                   \
-  /* n elements from src_dtype to dst_dtype: any -> f32, f32 -> f16/bf16/q8_0/q4_0 */           \
+  /* n elements: any weight dtype (k-quants too) -> f32, f32 -> f16/bf16/q8_0/q4_0 */           \
   void convert(CTX const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n);
 
 #define TESSERA_NO_CTX
