@@ -14,7 +14,7 @@ namespace tessera::cpu {
 // `key(j)` and `value(j)` return row pointers (float or uint16 f16) of key j in [0, n).
 // Scores are computed first (one pass over K), then the weighted sum (one pass over V).
 template <typename KRow, typename VRow, typename Visible>
-void attend_one(const float* q, int32_t D, float scale, int32_t n, KRow key,
+void attend_one(float (*exp_sum)(float*, int64_t, float), const float* q, int32_t D, float scale, int32_t n, KRow key,
                 VRow value, Visible visible, float* o) {
   thread_local std::vector<float> scores;
   scores.resize(std::max(n, 1));
@@ -30,13 +30,9 @@ void attend_one(const float* q, int32_t D, float scale, int32_t n, KRow key,
   }
   std::fill(o, o + D, 0.f);
   if (mx == -INFINITY) return;  // no visible key: zeros
-  float sum = 0.f;
-  for (int32_t j = 0; j < n; j++) {
-    if (scores[j] == -INFINITY) continue;
-    const float p = std::exp(scores[j] - mx);
-    sum += p;
-    value(o, p, j);
-  }
+  const float sum = exp_sum(scores.data(), n, mx);
+  for (int32_t j = 0; j < n; j++)
+    if (scores[j] != 0.f) value(o, scores[j], j);
   const float inv = 1.0f / sum;
   for (int32_t d = 0; d < D; d++) o[d] *= inv;
 }
@@ -76,12 +72,12 @@ void attend_block(const Kernels& K, const float* q, int32_t M, int32_t D, float 
       sr[j] = visible(r, j) ? sr[j] * scale : -INFINITY;
       mx = std::max(mx, sr[j]);
     }
-    float sum = 0.f;
-    for (int32_t j = 0; j < nk; j++) {
-      sr[j] = mx == -INFINITY ? 0.f : std::exp(sr[j] - mx);
-      sum += sr[j];
+    if (mx == -INFINITY) {  // row sees no key: zeros
+      std::fill(sr, sr + nk, 0.f);
+      sums[r] = 0.f;
+    } else {
+      sums[r] = K.exp_sum(sr, nk, mx);
     }
-    sums[r] = sum;
   }
   // V packed as column chunks of NR dims: vp[c][j][dd] = V[j][c*NR + dd].
   const int32_t chunks = (D + NR - 1) / NR;

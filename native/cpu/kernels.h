@@ -38,6 +38,8 @@ struct Kernels {
   float (*dot_q6_k)(const float* x, const BlockQ6_K* w, int64_t n);
   void (*q4_k_to_f32)(const BlockQ4_K* x, float* y, int64_t n);
   void (*q6_k_to_f32)(const BlockQ6_K* x, float* y, int64_t n);
+  // x[i] = exp(x[i] - max) in place (exactly 0 where x[i] is -inf); returns the sum (softmax).
+  float (*exp_sum)(float* x, int64_t n, float max);
 };
 
 extern const Kernels kScalarKernels;

@@ -4,6 +4,8 @@
 
 #include <immintrin.h>
 
+#include <cmath>
+
 #include <cstring>
 
 #include "kernels.h"
@@ -321,6 +323,37 @@ void gemm_panel(const float* x, int64_t ldx, const float* panel, float* y, int64
   if (i < m) gemm_tail<11>(x + i * ldx, ldx, panel, y + i * ldy, ldy, nr, k, m - i);
 }
 
+// exp(x) for 16 floats (Cephes expf: range reduction by ln 2, degree-5 polynomial; ~1 ulp).
+inline __m512 exp16(__m512 x) {
+  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.3762626647949f)), _mm512_set1_ps(-87.3365478515625f));
+  __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+  x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+  __m512 y = _mm512_set1_ps(1.9875691500E-4f);
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507E-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073E-3f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(4.1665795894E-2f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459E-1f));
+  y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201E-1f));
+  y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.f)));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fx), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+}
+
+float exp_sum(float* x, int64_t n, float max) {
+  const __m512 vmax = _mm512_set1_ps(max), ninf = _mm512_set1_ps(-INFINITY);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    const __m512 v = _mm512_mask_loadu_ps(ninf, m, x + i);
+    const __mmask16 finite = _mm512_cmp_ps_mask(v, ninf, _CMP_NEQ_UQ);
+    const __m512 e = _mm512_maskz_mov_ps(finite, exp16(_mm512_sub_ps(v, vmax)));
+    _mm512_mask_storeu_ps(x + i, m, e);
+    acc = _mm512_add_ps(acc, e);
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
 }  // namespace
 
 const Kernels kAvx512Kernels = {
@@ -328,6 +361,7 @@ const Kernels kAvx512Kernels = {
     axpy_f16,        f16_to_f32_row,  bf16_to_f32_row, q8_0_to_f32_row, q4_0_to_f32_row,
     kNr,             gemm_panel,      dot_q4_k,        dot_q6_k,        q4_k_to_f32_row,
     q6_k_to_f32_row,
+    exp_sum,
 };
 
 }  // namespace tessera::cpu

@@ -209,6 +209,15 @@ void gemm_panel(const float* x, int64_t ldx, const float* panel, float* y, int64
   }
 }
 
+float exp_sum(float* x, int64_t n, float max) {
+  float sum = 0.f;
+  for (int64_t i = 0; i < n; i++) {
+    x[i] = std::exp(x[i] - max);
+    sum += x[i];
+  }
+  return sum;
+}
+
 }  // namespace
 
 const Kernels kScalarKernels = {
@@ -216,6 +225,7 @@ const Kernels kScalarKernels = {
     axpy_f16,        f16_to_f32_row,  bf16_to_f32_row, q8_0_to_f32_row, q4_0_to_f32_row,
     kNr,             gemm_panel,      dot_q4_k,        dot_q6_k,        q4_k_to_f32_row,
     q6_k_to_f32_row,
+    exp_sum,
 };
 
 }  // namespace tessera::cpu

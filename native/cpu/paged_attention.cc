@@ -101,7 +101,7 @@ void run(ThreadPool& pool, const float* q, const int32_t* qo_indptr, const Paged
         if constexpr (sizeof(KV) == 4) Kn.axpy_f32(acc, p, (const float*)(vp + rows[j]), D);
         else Kn.axpy_f16(acc, p, (const uint16_t*)(vp + rows[j]), D);
       };
-      attend_one(q + (t * Hq + h) * D, D, s.scale, n, key, value, visible, o + (t * Hq + h) * D);
+      attend_one(Kn.exp_sum, q + (t * Hq + h) * D, D, s.scale, n, key, value, visible, o + (t * Hq + h) * D);
     }
   });
 }

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels.h"
 #include "tessera/ops.h"
 #include "tessera/threadpool.h"
 
@@ -13,17 +14,15 @@ int64_t row_grain(int64_t n) { return std::max<int64_t>(1, 16384 / std::max<int6
 }  // namespace
 
 void softmax(ThreadPool& pool, const float* x, float* y, int64_t rows, int64_t n) {
+  const Kernels& K = kernels();
   pool.parallel_for(rows, row_grain(n), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
       const float* xr = x + r * n;
       float* yr = y + r * n;
       float mx = -INFINITY;
       for (int64_t i = 0; i < n; i++) mx = std::max(mx, xr[i]);
-      float sum = 0.f;
-      for (int64_t i = 0; i < n; i++) {
-        yr[i] = std::exp(xr[i] - mx);
-        sum += yr[i];
-      }
+      std::copy_n(xr, n, yr);
+      const float sum = K.exp_sum(yr, n, mx);
       const float inv = 1.0f / sum;
       for (int64_t i = 0; i < n; i++) yr[i] *= inv;
     }
