@@ -17,7 +17,19 @@ export {
   type PagedAttentionOptions,
 } from './ops';
 export { loadModel, Model, type LoadModelOptions, type ModelInfo, type GenerateOptions, type GenerateChunk, type Generation, type Completion, type FinishReason } from './model';
-export { Sampler, validateSamplingOptions, type SamplingOptions } from './sampling';
+export {
+  Sampler,
+  Rng,
+  argmax,
+  logSoftmax,
+  validateSamplingOptions,
+  DEFAULT_SAMPLING_OPTIONS,
+  type SamplingOptions,
+  type ResolvedSamplingOptions,
+  type SampleOptions,
+  type SampleResult,
+  type TokenLogprob,
+} from './sampling';
 export { writeSyntheticModel, SYNTHETIC_PRESETS, type SyntheticModelOptions } from './synth';
 export { readGguf, writeGguf, type GgufInfo, type GgufTensorInfo, type GgufValue, type GgufWriteSpec } from './gguf';
 export { backends, nativeInfo, activeDevice, type BackendReport, type NativeInfo, type CudaDeviceInfo, type DeviceChoice } from './native';

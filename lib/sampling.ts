@@ -2,10 +2,11 @@
 // (llama.cpp's repeat penalty, OpenAI's presence/frequency penalties), greedy, top-k, top-p, min-p,
 // temperature and a draw from a seeded generator, in the order of llama.cpp's common sampler chain.
 //
-// Speed: the vocabulary (32k-152k tokens) is never sorted whole. Top-k takes a bounded heap (small
-// k) or a bucketed selection; top-p buckets the candidates by logit, keeps every bucket above the
-// one where the cumulative mass crosses p and sorts only that bucket. exp() is a table-driven
-// polynomial (relative error < 1e-13), about 3x faster than Math.exp on V8.
+// Speed: the vocabulary (32k-152k tokens) is never sorted whole. Top-k takes a bounded heap (k <=
+// 128, one pass over the logits) or a bucketed selection; top-p buckets the candidates by logit,
+// keeps every bucket above the one where the cumulative mass crosses p and sorts only that bucket
+// (refining it by buckets again while it is large). exp() is a table-driven polynomial (relative
+// error < 1e-13), about twice as fast as Math.exp on V8.
 import { getRandomValues } from 'node:crypto';
 import { describe } from './errors';
 
@@ -327,7 +328,7 @@ const NBUCKETS = 2048;
 const SORT_BELOW = 64; // candidate sets this small are sorted outright
 const MAX_LEVELS = 6; // bucket refinements before giving up and sorting
 const HEAP_MAX = 128; // top-k / top-N up to this size use a heap
-const MASS_SPAN = 128; // top-p buckets cover [max - 128, max]; below that, e^-128 a token is no mass
+const MASS_SPAN = 64; // top-p buckets cover at most [max - 64, max]; the last one takes the rest (e^-64 a token)
 
 class Workspace {
   capacity = 0;
@@ -335,10 +336,10 @@ class Workspace {
   ex = new Float64Array(0); // exp((l - max) / T), by token id
   cand = new Int32Array(0); // candidate token ids
   spare = new Int32Array(0); // a second candidate list
-  bucketOf = new Uint16Array(0); // bucket of each candidate (by position)
+  bucketOf = new Uint16Array(0); // bucket of each candidate (by list position, or by id over the vocabulary)
   counts = new Uint32Array(0); // history counts by token id; all zero between calls
   touched = new Int32Array(0); // distinct ids in the penalty window
-  weight = new Float64Array(NBUCKETS); // per bucket: count or mass
+  weight = new Float64Array(NBUCKETS + 1); // per bucket: count or mass (+ a slot for -Infinity)
 
   ensure(n: number): void {
     if (n <= this.capacity) return;
@@ -393,8 +394,8 @@ function scanGreedy(L: Float32Array, V: number): number {
   return token;
 }
 
-/** Writes the ids of the finite logits into cand; sets regMax, regMin. Returns their count, -1 on a bad logit (regBad). */
-function scanCandidates(L: Float32Array, V: number, cand: Int32Array): number {
+/** Checks every logit; sets regMax, regMin over the finite ones. Returns their count, -1 on a bad logit (regBad). */
+function scanMaxMin(L: Float32Array, V: number): number {
   let n = 0;
   let max = -Infinity;
   let min = Infinity;
@@ -405,7 +406,7 @@ function scanCandidates(L: Float32Array, V: number, cand: Int32Array): number {
       regBad = i;
       return -1;
     }
-    cand[n++] = i;
+    n++;
     if (v > max) max = v;
     if (v < min) min = v;
   }
@@ -524,12 +525,82 @@ function emitBuckets(src: Int32Array, n: number, cut: number, dst: Int32Array, o
   const bucketOf = ws.bucketOf;
   let m = 0;
   for (let j = 0; j < n; j++) {
+    // Branch-free: write both ways, advance where it belongs (out <= j and m <= j, so no
+    // unread entry of src is overwritten).
     const b = bucketOf[j];
-    if (b < cut) dst[out++] = src[j];
-    else if (b === cut) src[m++] = src[j];
+    const id = src[j];
+    dst[out] = id;
+    out += (b - cut) >>> 31; // b < cut
+    src[m] = id;
+    m += ((b ^ cut) - 1) >>> 31; // b === cut
   }
   regRest = m;
   return out;
+}
+
+/** Top-p's fused pass over the whole vocabulary, by token id: ex[i] = exp(l - max), bucketOf[i], bucket masses; -Infinity goes to the extra bucket NBUCKETS. Returns the total mass. */
+function bucketizeMassAll(L: Float32Array, V: number, max: number, scale: number): number {
+  const { ex, bucketOf, weight } = ws;
+  weight.fill(0);
+  let z = 0;
+  for (let i = 0; i < V; i++) {
+    const v = L[i];
+    const d = max - v;
+    const e = expNeg(-d);
+    ex[i] = e;
+    z += e;
+    const t = d * scale;
+    const b = t < NBUCKETS ? t | 0 : v === -Infinity ? NBUCKETS : NBUCKETS - 1;
+    bucketOf[i] = b;
+    weight[b] += e;
+  }
+  return z;
+}
+
+/** emitBuckets over the whole vocabulary (bucketOf by token id); the cut bucket goes to rest. */
+function emitBucketsAll(V: number, cut: number, dst: Int32Array, rest: Int32Array): number {
+  const bucketOf = ws.bucketOf;
+  let out = 0;
+  let m = 0;
+  for (let i = 0; i < V; i++) {
+    const b = bucketOf[i];
+    dst[out] = i;
+    out += (b - cut) >>> 31;
+    rest[m] = i;
+    m += ((b ^ cut) - 1) >>> 31;
+  }
+  regRest = m;
+  return out;
+}
+
+/** ex[i] = exp((l - max) * invT) over the whole vocabulary (0 for -Infinity); returns the sum. */
+function softmaxAll(L: Float32Array, V: number, max: number, invT: number): number {
+  const ex = ws.ex;
+  let z = 0;
+  for (let i = 0; i < V; i++) {
+    const e = expNeg((L[i] - max) * invT);
+    ex[i] = e;
+    z += e;
+  }
+  return z;
+}
+
+/** drawIndex over the whole vocabulary. */
+function drawAll(V: number, r: number): number {
+  const ex = ws.ex;
+  let acc = 0;
+  for (let i = 0; i < V; i++) {
+    acc += ex[i];
+    if (acc > r) return i;
+  }
+  return -1;
+}
+
+/** The ids with l >= threshold (threshold > -Infinity), in order. */
+function collectAtLeast(L: Float32Array, V: number, threshold: number, cand: Int32Array): number {
+  let n = 0;
+  for (let i = 0; i < V; i++) if (L[i] >= threshold) cand[n++] = i;
+  return n;
 }
 
 /** Keeps the candidates with l >= threshold, in order. Returns how many. */
@@ -631,6 +702,17 @@ function topPSelect(L: Float32Array, src: Int32Array, n: number, dst: Int32Array
   }
   const out = emitBuckets(src, n, cut, dst, 0);
   return selectBest(L, src, regRest, dst, out, true, target - regAcc);
+}
+
+/** topPSelect over every finite token (ids, not a list): the result goes to dst; rest is scratch. */
+function topPAll(L: Float32Array, V: number, dst: Int32Array, rest: Int32Array, p: number, max: number, lo: number): number {
+  const span = Math.min(max - lo, MASS_SPAN);
+  const z = bucketizeMassAll(L, V, max, span > 0 ? NBUCKETS / span : 0);
+  const target = p * z;
+  const cut = findCut(target);
+  if (cut < 0) return collectFinite(L, V, dst);
+  const out = emitBucketsAll(V, cut, dst, rest);
+  return selectBest(L, rest, regRest, dst, out, true, target - regAcc);
 }
 
 // A min-heap on "goodness" (logit desc, id asc): the root is the worst kept token.
@@ -741,8 +823,8 @@ export class Sampler {
   private readonly biasIds: Int32Array;
   private readonly biasValues: Float64Array;
 
-  constructor(options: SamplingOptions, vocabSize: number) {
-    const where = 'Sampler';
+  /** `where` prefixes error messages (default 'Sampler'). */
+  constructor(options: SamplingOptions, vocabSize: number, where = 'Sampler') {
     const o = validateSamplingOptions(options, where);
     if (typeof vocabSize !== 'number') throw badType(where, 'vocabSize', 'an integer in [1, 2^31)', vocabSize);
     if (!Number.isInteger(vocabSize) || vocabSize < 1 || vocabSize >= 2 ** 31) {
@@ -793,7 +875,7 @@ export class Sampler {
       if (token < 0) throw noTokenLeft(where, V);
       const max = regMax;
       const logZ = Math.log(regAcc);
-      const result: SampleResult = { token, logprob: -logZ };
+      const result: SampleResult = { token, logprob: 0 - logZ }; // not -logZ: -0 when z is 1
       if (nTop > 0) {
         const n = collectFinite(L, V, ws.cand);
         result.top = topTokens(L, ws.cand, n, false, ws.spare, nTop, max, 1, logZ);
@@ -807,6 +889,7 @@ export class Sampler {
     let max: number;
     let sorted = false; // cur[0..n) in (logit desc, id asc) order
     let haveWeights = false; // ex[id] = exp(l - max) for the candidates
+    let all = false; // the candidates are every finite token (not listed in cur)
     const { topK, topP, minP } = o;
     if (topK > 0 && topK <= HEAP_MAX && topK < V) {
       n = heapTopK(L, V, topK, cur);
@@ -820,39 +903,64 @@ export class Sampler {
         haveWeights = true;
       }
     } else {
-      n = scanCandidates(L, V, cur);
+      n = scanMaxMin(L, V);
       if (n < 0) throw badLogit(where, regBad, logits);
       if (n === 0) throw noTokenLeft(where, V);
       max = regMax;
       let lo = regMin;
+      all = true;
       if (topK > 0 && topK < n) {
-        n = selectBest(L, cur, n, spare, 0, false, topK);
-        [cur, spare] = [spare, cur];
+        collectFinite(L, V, spare);
+        n = selectBest(L, spare, n, cur, 0, false, topK);
+        all = false;
         minMaxOf(L, cur, n);
         lo = regMin;
       }
       if (topP < 1 && n > 1) {
-        n = topPSelect(L, cur, n, spare, topP, max, lo);
-        [cur, spare] = [spare, cur];
+        if (all) {
+          n = topPAll(L, V, cur, spare, topP, max, lo);
+          all = false;
+        } else {
+          n = topPSelect(L, cur, n, spare, topP, max, lo);
+          [cur, spare] = [spare, cur];
+        }
         haveWeights = true;
       }
     }
     if (minP > 0 && n > 1) {
       // p >= minP * pmax  <=>  l >= max + ln(minP)
-      n = filterAtLeast(L, cur, n, max + Math.log(minP));
+      const threshold = max + Math.log(minP);
+      if (all) n = collectAtLeast(L, V, threshold, cur);
+      else n = filterAtLeast(L, cur, n, threshold);
+      all = false;
     }
 
     // Temperature, softmax, draw. The max survives every truncation, so every weight is <= 1 and
-    // z >= 1. At temperature 1 after top-p, ex already holds the weights.
+    // z >= 1. At temperature 1 after top-p, ex already holds the weights. `all`: the candidates
+    // are every finite token, not listed (ex is 0 for the others).
     const invT = 1 / o.temperature;
-    const z = invT === 1 && haveWeights ? sumWeights(cur, n) : softmaxWeights(L, cur, n, max, invT);
-    let j = drawIndex(cur, n, this.rng.nextFloat() * z);
-    if (j < 0) {
-      // The draw rounded past the total: take the last candidate with any weight.
-      j = n - 1;
-      while (j > 0 && !(ws.ex[cur[j]] > 0)) j--;
+    const ex = ws.ex;
+    const r = this.rng.nextFloat();
+    let token: number;
+    let z: number;
+    if (all) {
+      z = softmaxAll(L, V, max, invT);
+      token = drawAll(V, r * z);
+      if (token < 0) {
+        token = V - 1;
+        while (token > 0 && !(ex[token] > 0)) token--;
+      }
+      if (nTop > 0) n = collectFinite(L, V, cur);
+    } else {
+      z = invT === 1 && haveWeights ? sumWeights(cur, n) : softmaxWeights(L, cur, n, max, invT);
+      let j = drawIndex(cur, n, r * z);
+      if (j < 0) {
+        // The draw rounded past the total: take the last candidate with any weight.
+        j = n - 1;
+        while (j > 0 && !(ex[cur[j]] > 0)) j--;
+      }
+      token = cur[j];
     }
-    const token = cur[j];
     const logZ = Math.log(z);
     const result: SampleResult = { token, logprob: (L[token] - max) * invT - logZ };
     if (nTop > 0) result.top = topTokens(L, cur, n, sorted, spare, nTop, max, invT, logZ);

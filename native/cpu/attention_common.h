@@ -1,5 +1,5 @@
-// Pieces shared by the CPU attention ops: softmax-weighted sums over a list of key rows, one
-// query at a time (decode) or for a block of queries at once with the panel GEMM (prefill).
+// Pieces shared by the CPU attention ops: attention of a block of queries as two panel GEMMs
+// (prefill, tree verify), and the segment lookup of packed rows.
 #pragma once
 
 #include <algorithm>
@@ -9,33 +9,6 @@
 #include "kernels.h"
 
 namespace tessera::cpu {
-
-// o (D) = Σ_j softmax(scores)_j · v_j over the keys whose score is finite.
-// `key(j)` and `value(j)` return row pointers (float or uint16 f16) of key j in [0, n).
-// Scores are computed first (one pass over K), then the weighted sum (one pass over V).
-template <typename KRow, typename VRow, typename Visible>
-void attend_one(float (*exp_sum)(float*, int64_t, float), const float* q, int32_t D, float scale, int32_t n, KRow key,
-                VRow value, Visible visible, float* o) {
-  thread_local std::vector<float> scores;
-  scores.resize(std::max(n, 1));
-  float mx = -INFINITY;
-  for (int32_t j = 0; j < n; j++) {
-    if (!visible(j)) {
-      scores[j] = -INFINITY;
-      continue;
-    }
-    const float s = key(q, j) * scale;
-    scores[j] = s;
-    mx = std::max(mx, s);
-  }
-  std::fill(o, o + D, 0.f);
-  if (mx == -INFINITY) return;  // no visible key: zeros
-  const float sum = exp_sum(scores.data(), n, mx);
-  for (int32_t j = 0; j < n; j++)
-    if (scores[j] != 0.f) value(o, scores[j], j);
-  const float inv = 1.0f / sum;
-  for (int32_t d = 0; d < D; d++) o[d] *= inv;
-}
 
 // Block attention: M query rows (several tokens and/or the heads of one GQA group) against nk
 // keys of one KV head, as two panel GEMMs: S (M, nk) = Q·Kᵀ, then O (M, D) = softmax(S)·V.

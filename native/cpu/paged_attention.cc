@@ -20,7 +20,7 @@ void key_offsets(const PagedKv& kv, int32_t b, int32_t hk, int32_t n, std::vecto
 }
 
 // Query rows (tokens x heads of a GQA group) a blocked work item packs at most.
-constexpr int32_t kBlockRows = 32;
+constexpr int32_t kBlockRows = 48;
 
 template <typename KV>
 void run(ThreadPool& pool, const float* q, const int32_t* qo_indptr, const PagedKv& kv,
@@ -40,7 +40,7 @@ void run(ThreadPool& pool, const float* q, const int32_t* qo_indptr, const Paged
   for (int32_t b = 0; b < kv.batch; b++) {
     const int32_t nq = qo_indptr[b + 1] - qo_indptr[b];
     if (nq == 0) continue;
-    if (nq * group < 8) {
+    if (nq < 4) {  // decode-like: a few tokens
       single.push_back(b);
       continue;
     }
@@ -76,15 +76,17 @@ void run(ThreadPool& pool, const float* q, const int32_t* qo_indptr, const Paged
     }
   });
 
-  // One query at a time: every (query token, head) of the remaining sequences.
+  // One query token at a time, all heads of a GQA group together: each K and V row is read once
+  // for the group. Work items are (query token, kv head).
   std::vector<int64_t> queries;  // token indices
   for (int32_t b : single)
     for (int32_t t = qo_indptr[b]; t < qo_indptr[b + 1]; t++) queries.push_back(t);
-  pool.parallel_for((int64_t)queries.size() * Hq, 2, [&](int64_t w0, int64_t w1) {
+  pool.parallel_for((int64_t)queries.size() * Hkv, 1, [&](int64_t w0, int64_t w1) {
     thread_local std::vector<int64_t> rows;
+    thread_local std::vector<float> scores;
     for (int64_t w = w0; w < w1; w++) {
-      const int64_t t = queries[w / Hq];
-      const int32_t h = (int32_t)(w % Hq), hk = h / group;
+      const int64_t t = queries[w / Hkv];
+      const int32_t hk = (int32_t)(w % Hkv);
       const int32_t b = find_segment(qo_indptr, kv.batch, t);
       const int32_t nq = qo_indptr[b + 1] - qo_indptr[b];
       const int32_t i = (int32_t)(t - qo_indptr[b]);
@@ -92,16 +94,42 @@ void run(ThreadPool& pool, const float* q, const int32_t* qo_indptr, const Paged
       const int32_t n = tree ? L : prefix + i + 1;  // keys to scan
       key_offsets(kv, b, hk, n, rows);
       const uint8_t* mrow = tree ? tree->mask + tree->indptr[b] + (int64_t)i * nq : nullptr;
-      auto visible = [&](int32_t j) { return j < prefix || !mrow || mrow[j - prefix]; };
-      auto key = [&](const float* qv, int32_t j) {
-        if constexpr (sizeof(KV) == 4) return Kn.dot_f32(qv, (const float*)(kp + rows[j]), D);
-        else return Kn.dot_f16(qv, (const uint16_t*)(kp + rows[j]), D);
-      };
-      auto value = [&](float* acc, float p, int32_t j) {
-        if constexpr (sizeof(KV) == 4) Kn.axpy_f32(acc, p, (const float*)(vp + rows[j]), D);
-        else Kn.axpy_f16(acc, p, (const uint16_t*)(vp + rows[j]), D);
-      };
-      attend_one(Kn.exp_sum, q + (t * Hq + h) * D, D, s.scale, n, key, value, visible, o + (t * Hq + h) * D);
+      const float* qg = q + (t * Hq + (int64_t)hk * group) * D;  // the group's query heads, contiguous
+      float* og = o + (t * Hq + (int64_t)hk * group) * D;
+      scores.resize((size_t)group * n);
+      // scores (group, n)
+      for (int32_t j = 0; j < n; j++) {
+        const bool vis = j < prefix || !mrow || mrow[j - prefix];
+        for (int32_t g = 0; g < group; g++) {
+          float sc = -INFINITY;
+          if (vis) {
+            if constexpr (sizeof(KV) == 4) sc = Kn.dot_f32(qg + g * D, (const float*)(kp + rows[j]), D);
+            else sc = Kn.dot_f16(qg + g * D, (const uint16_t*)(kp + rows[j]), D);
+            sc *= s.scale;
+          }
+          scores[(size_t)g * n + j] = sc;
+        }
+      }
+      std::fill(og, og + (int64_t)group * D, 0.f);
+      for (int32_t g = 0; g < group; g++) {
+        float* sg = scores.data() + (size_t)g * n;
+        float mx = -INFINITY;
+        for (int32_t j = 0; j < n; j++) mx = std::max(mx, sg[j]);
+        if (mx == -INFINITY) {
+          std::fill(sg, sg + n, 0.f);
+        } else {
+          const float inv = 1.0f / Kn.exp_sum(sg, n, mx);
+          for (int32_t j = 0; j < n; j++) sg[j] *= inv;
+        }
+      }
+      // o (group, D) += p (group, j) * v_j
+      for (int32_t j = 0; j < n; j++)
+        for (int32_t g = 0; g < group; g++) {
+          const float p = scores[(size_t)g * n + j];
+          if (p == 0.f) continue;
+          if constexpr (sizeof(KV) == 4) Kn.axpy_f32(og + g * D, p, (const float*)(vp + rows[j]), D);
+          else Kn.axpy_f16(og + g * D, p, (const uint16_t*)(vp + rows[j]), D);
+        }
     }
   });
 }

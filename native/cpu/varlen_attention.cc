@@ -10,7 +10,7 @@
 
 namespace tessera::cpu {
 namespace {
-constexpr int32_t kBlockRows = 32;  // query rows (tokens x group heads) per work item
+constexpr int32_t kBlockRows = 48;  // query rows (tokens x group heads) per work item
 }
 
 void varlen_attention(ThreadPool& pool, const float* q, const float* k, const float* v, float* o,

@@ -239,7 +239,7 @@ int main(int argc, char** argv) {
         err = std::max(err, (double)std::fabs(logits[V + i] - e3[i]));
         err = std::max(err, (double)std::fabs(logits[2 * V + i] - e2[i]));
       }
-      CHECK(err < 1e-4, "mixed batch vs separate %g", err);
+      CHECK(err < 1e-3, "mixed batch vs separate %g", err);  // GEMM vs GEMV summation order
     });
 
     run("stories260K F32: the first 100 free-running greedy tokens equal llama2.c's", [&] {
