@@ -31,6 +31,7 @@ export {
   type TokenLogprob,
 } from './sampling';
 export { writeSyntheticModel, SYNTHETIC_PRESETS, type SyntheticModelOptions } from './synth';
+export { Tokenizer, TokenType, TokenAttr, type EncodeOptions, type DecodeOptions, type DecoderOptions, type StreamingDecoder } from './tokenizer';
 export { readGguf, writeGguf, type GgufInfo, type GgufTensorInfo, type GgufValue, type GgufWriteSpec } from './gguf';
 export { backends, nativeInfo, activeDevice, type BackendReport, type NativeInfo, type CudaDeviceInfo, type DeviceChoice } from './native';
 

@@ -29,7 +29,8 @@ export interface LoadModelOptions {
 
 export interface ModelInfo extends NativeModelInfo {
   path: string;
-  vocabulary: { size: number; type: string; bos: number | null; eos: number | null };
+  /** bos/eos are -1 when the vocabulary has none. */
+  vocabulary: { size: number; type: string; bos: number; eos: number };
 }
 
 export interface GenerateOptions extends SamplingOptions {

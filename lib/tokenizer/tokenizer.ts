@@ -3,7 +3,7 @@
 // special-token partitioning, token attributes and end-of-generation detection included).
 // Pure TypeScript, no native code.
 import type { GgufValue } from '../gguf';
-import { ByteBuffer, IntBuffer, PairSet } from './buffers';
+import { ByteBuffer, IntBuffer, PairMap, PairSet, SliceCache } from './buffers';
 import { BigramHeap } from './heap';
 import { preTokenizerFor, splitWords, type PreTokenizer } from './pretokenize';
 import { BYTE_TO_CHAR, CHAR_TO_BYTE, pushUtf8, utf8, utf8Length, wellFormed } from './unicode';
@@ -78,8 +78,6 @@ export interface StreamingDecoder {
   flush(): string;
 }
 
-type Cached = number | Int32Array;
-const CACHE_LIMIT = 1 << 17;
 
 // Token texts llama.cpp recognises (llama-vocab.cpp, llama_vocab::impl::load).
 const EOT_TEXTS = ['<|eot_id|>', '<|im_end|>', '<|end|>', '<end_of_turn>', '<|endoftext|>', '<|end_of_text|>', '<EOT>', '_<EOT>', '[EOT]', '<｜end▁of▁sentence｜>', '<end_of_utterance>'];
@@ -141,7 +139,7 @@ export class Tokenizer {
   private readonly attrs: Uint16Array;
   /** CONTROL | USER_DEFINED | UNKNOWN tokens, longest (in UTF-8 bytes) first. */
   private readonly specialIds: number[];
-  private readonly cache = new Map<string, Cached>();
+  private readonly cache = new SliceCache();
   private readonly heap = new BigramHeap();
   private readonly pieces: (Uint8Array | undefined)[];
   private readonly specialPieces: (Uint8Array | undefined)[];
@@ -149,9 +147,19 @@ export class Tokenizer {
   // SentencePiece
   private readonly spmPairs?: PairSet;
   private readonly spmByteIds?: Int32Array;
+  /** (left id, right id) -> id of the token spelled left + right (v1). */
+  private readonly spmMerges?: PairMap;
+  /** Token id of each single-code-unit token (BMP), else -1; astral single code points in charIdAstral. */
+  private readonly charId?: Int32Array;
+  private readonly charIdAstral?: Map<number, number>;
   // BPE
   private readonly pretok?: PreTokenizer;
-  private readonly ranks?: Map<string, Map<string, number>>;
+  private readonly mergeList?: string[];
+  private ranks?: Map<string, Map<string, number>>;
+  /** (left id, right id) -> rank (v1) and id of the merged token or -1 (v2). */
+  private readonly bpeMerges?: PairMap;
+  /** Token id of each byte's GPT-2 character, or -1. */
+  private readonly byteCharIds?: Int32Array;
   private readonly ignoreMerges: boolean = false;
 
   // scratch
@@ -159,6 +167,7 @@ export class Tokenizer {
   private symLen = new Int32Array(256);
   private symPrev = new Int32Array(256);
   private symNext = new Int32Array(256);
+  private symId = new Int32Array(256);
   private cps = new Int32Array(1024);
   private offs = new Int32Array(1025);
 
@@ -356,18 +365,36 @@ export class Tokenizer {
     if (spm) {
       // Pairs of adjacent code points inside any token: a boundary between two code points that
       // never occur together in a token is never crossed by a merge, so the text can be cut there
-      // (and the pieces cached) without changing the result.
+      // (and the pieces cached) without changing the result. And every way of spelling a token as
+      // two tokens, so merges can work on ids.
       const pairs = new PairSet(n * 8);
-      for (const t of this.tokens) {
+      const merges = new PairMap(n * 4);
+      const charId = new Int32Array(0x10000).fill(-1);
+      const astral = new Map<number, number>();
+      for (let id = 0; id < n; id++) {
+        const t = this.tokens[id];
+        if (this.textToId.get(t) !== id) continue; // shadowed duplicate
         let prev = -1;
         for (let i = 0; i < t.length; i++) {
           const cp = t.codePointAt(i)!;
           if (cp > 0xffff) i++;
-          if (prev >= 0) pairs.add(prev, cp);
+          if (prev >= 0) {
+            pairs.add(prev, cp);
+            const a = this.textToId.get(t.slice(0, cp > 0xffff ? i - 1 : i));
+            if (a !== undefined) {
+              const b = this.textToId.get(t.slice(cp > 0xffff ? i - 1 : i));
+              if (b !== undefined) merges.setIfAbsent(a, b, id, 0);
+            }
+          }
           prev = cp;
         }
+        if (t.length === 1) charId[t.charCodeAt(0)] = id;
+        else if (t.length === 2 && t.codePointAt(0)! > 0xffff) astral.set(t.codePointAt(0)!, id);
       }
       this.spmPairs = pairs;
+      this.spmMerges = merges;
+      this.charId = charId;
+      this.charIdAstral = astral;
       const hex = '0123456789ABCDEF';
       const ids = new Int32Array(256).fill(-1);
       for (let c = 0; c < 256; c++) {
@@ -378,21 +405,43 @@ export class Tokenizer {
     } else {
       this.pretok = pretok!;
       this.ignoreMerges = pretok!.ignoreMerges;
-      const merges = md['tokenizer.ggml.merges'];
-      if (!Array.isArray(merges)) throw new Error('Tokenizer.fromGguf: tokenizer.ggml.merges is missing (required for a "gpt2" vocabulary)');
-      const ranks = new Map<string, Map<string, number>>();
-      for (let r = 0; r < merges.length; r++) {
-        const m = merges[r];
+      const list = md['tokenizer.ggml.merges'];
+      if (!Array.isArray(list)) throw new Error('Tokenizer.fromGguf: tokenizer.ggml.merges is missing (required for a "gpt2" vocabulary)');
+      const merges = new PairMap(list.length);
+      for (let r = 0; r < list.length; r++) {
+        const m = list[r];
         if (typeof m !== 'string') throw new Error(`Tokenizer.fromGguf: tokenizer.ggml.merges[${r}] is not a string`);
         const sp = m.indexOf(' ', 1);
-        const first = sp < 0 ? '' : m.slice(0, sp);
-        const second = sp < 0 ? '' : m.slice(sp + 1);
-        let inner = ranks.get(first);
-        if (!inner) ranks.set(first, (inner = new Map()));
-        if (!inner.has(second)) inner.set(second, r);
+        if (sp < 0) continue;
+        const a = this.textToId.get(m.slice(0, sp));
+        if (a === undefined) continue;
+        const b = this.textToId.get(m.slice(sp + 1));
+        if (b === undefined) continue;
+        merges.setIfAbsent(a, b, r, this.textToId.get(m.slice(0, sp) + m.slice(sp + 1)) ?? -1);
       }
-      this.ranks = ranks;
+      this.mergeList = list as string[];
+      this.bpeMerges = merges;
+      const byteIds = new Int32Array(256).fill(-1);
+      for (let c = 0; c < 256; c++) byteIds[c] = this.textToId.get(BYTE_TO_CHAR[c]) ?? -1;
+      this.byteCharIds = byteIds;
     }
+  }
+
+  /** Merge ranks by strings (llama.cpp's bpe_ranks), built on first need by the string fallback. */
+  private stringRanks(): Map<string, Map<string, number>> {
+    if (this.ranks) return this.ranks;
+    const ranks = new Map<string, Map<string, number>>();
+    const list = this.mergeList!;
+    for (let r = 0; r < list.length; r++) {
+      const m = list[r];
+      const sp = m.indexOf(' ', 1);
+      const first = sp < 0 ? '' : m.slice(0, sp);
+      const second = sp < 0 ? '' : m.slice(sp + 1);
+      let inner = ranks.get(first);
+      if (!inner) ranks.set(first, (inner = new Map()));
+      if (!inner.has(second)) inner.set(second, r);
+    }
+    return (this.ranks = ranks);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -592,18 +641,7 @@ export class Tokenizer {
     this.symLen = new Int32Array(m);
     this.symPrev = new Int32Array(m);
     this.symNext = new Int32Array(m);
-  }
-
-  private emit(c: Cached, out: IntBuffer): void {
-    if (typeof c === 'number') out.push(c);
-    else out.pushAll(c);
-  }
-
-  private remember(key: string, ids: number[]): Cached {
-    const c: Cached = ids.length === 1 ? ids[0] : Int32Array.from(ids);
-    if (this.cache.size >= CACHE_LIMIT) this.cache.clear();
-    this.cache.set(key, c);
-    return c;
+    this.symId = new Int32Array(m);
   }
 
   /** SentencePiece over an escaped fragment: cut where no merge can cross, tokenize (cached) pieces. */
@@ -611,29 +649,109 @@ export class Tokenizer {
     const pairs = this.spmPairs!;
     let segStart = 0;
     let prev = -1;
+    let h = SliceCache.SEED;
     for (let i = 0; i < s.length; ) {
-      const cp = s.codePointAt(i)!;
-      if (prev >= 0 && !pairs.has(prev, cp)) {
-        this.spmSegment(s.slice(segStart, i), out);
-        segStart = i;
+      let cp = s.charCodeAt(i);
+      let units = 1;
+      if (cp >= 0xd800 && cp <= 0xdbff && i + 1 < s.length) {
+        const lo = s.charCodeAt(i + 1);
+        if (lo >= 0xdc00 && lo <= 0xdfff) {
+          cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+          units = 2;
+        }
       }
+      if (prev >= 0 && !pairs.has(prev, cp)) {
+        this.spmSegment(s, segStart, i, h, out);
+        segStart = i;
+        h = SliceCache.SEED;
+      }
+      h = SliceCache.step(h, s.charCodeAt(i));
+      if (units === 2) h = SliceCache.step(h, s.charCodeAt(i + 1));
       prev = cp;
-      i += cp > 0xffff ? 2 : 1;
+      i += units;
     }
-    this.spmSegment(segStart === 0 ? s : s.slice(segStart), out);
+    if (s.length > segStart) this.spmSegment(s, segStart, s.length, h, out);
   }
 
-  private spmSegment(seg: string, out: IntBuffer): void {
-    const hit = this.cache.get(seg);
-    if (hit !== undefined) {
-      this.emit(hit, out);
+  private spmSegment(s: string, a: number, b: number, h: number, out: IntBuffer): void {
+    const slot = this.cache.find(s, a, b, h);
+    if (slot >= 0) {
+      this.cache.emit(slot, out);
       return;
     }
-    this.emit(this.remember(seg, this.spmTokenize(seg)), out);
+    const seg = s.slice(a, b);
+    const ids = this.spmTokenize(seg);
+    this.cache.insert(seg, h, ids);
+    for (const id of ids) out.push(id);
   }
 
-  /** llm_tokenizer_spm_session::tokenize on one piece. */
+  /**
+   * llm_tokenizer_spm_session::tokenize on one piece, on token ids: every symbol is a token and
+   * a bigram exists exactly when left + right spells a token, so this makes the same merges as
+   * the string version, which is used when some character is not a token by itself.
+   */
   private spmTokenize(seg: string): number[] {
+    this.growSymbols(seg.length);
+    const start = this.symStart;
+    const len = this.symLen;
+    const prev = this.symPrev;
+    const next = this.symNext;
+    const sym = this.symId;
+    const charId = this.charId!;
+    let n = 0;
+    for (let i = 0; i < seg.length; ) {
+      const c = seg.charCodeAt(i);
+      let id: number;
+      let u = 1;
+      if (c >= 0xd800 && c <= 0xdbff && i + 1 < seg.length) {
+        u = 2;
+        id = this.charIdAstral!.get(seg.codePointAt(i)!) ?? -1;
+      } else id = charId[c];
+      if (id < 0) return this.spmTokenizeStrings(seg);
+      sym[n] = id;
+      start[n] = i;
+      len[n] = u;
+      prev[n] = n - 1;
+      next[n] = i + u === seg.length ? -1 : n + 1;
+      n++;
+      i += u;
+    }
+    const heap = this.heap;
+    const merges = this.spmMerges!;
+    const scores = this.scores;
+    heap.clear();
+    for (let i = 1; i < n; i++) {
+      const slot = merges.find(sym[i - 1], sym[i]);
+      if (slot >= 0) heap.push(-scores[merges.v1[slot]], i - 1, i, len[i - 1] + len[i]);
+    }
+    while (heap.length > 0) {
+      heap.pop();
+      const l = heap.topLeft;
+      const r = heap.topRight;
+      if (len[l] === 0 || len[r] === 0 || len[l] + len[r] !== heap.topSize) continue;
+      sym[l] = merges.v1[merges.find(sym[l], sym[r])];
+      len[l] += len[r];
+      len[r] = 0;
+      const nr = next[r];
+      next[l] = nr;
+      if (nr >= 0) prev[nr] = l;
+      const pl = prev[l];
+      if (pl >= 0) {
+        const slot = merges.find(sym[pl], sym[l]);
+        if (slot >= 0) heap.push(-scores[merges.v1[slot]], pl, l, len[pl] + len[l]);
+      }
+      if (nr >= 0) {
+        const slot = merges.find(sym[l], sym[nr]);
+        if (slot >= 0) heap.push(-scores[merges.v1[slot]], l, nr, len[l] + len[nr]);
+      }
+    }
+    const ids: number[] = [];
+    for (let i = 0; i !== -1 && n > 0; i = next[i]) ids.push(sym[i]);
+    return ids;
+  }
+
+  /** llm_tokenizer_spm_session::tokenize on one piece, on strings (with byte fallback). */
+  private spmTokenizeStrings(seg: string): number[] {
     this.growSymbols(seg.length);
     const start = this.symStart;
     const len = this.symLen;
@@ -718,36 +836,99 @@ export class Tokenizer {
     let a = 0;
     for (let w = 0; w < ends.length; w++) {
       const b = ends[w];
-      const word = text.slice(offs[a], offs[b]);
+      const s = offs[a];
+      const e = offs[b];
       a = b;
-      const hit = cache.get(word);
-      if (hit !== undefined) this.emit(hit, out);
-      else this.emit(this.remember(word, this.bpeWord(word)), out);
+      const h = SliceCache.hash(text, s, e);
+      const slot = cache.find(text, s, e, h);
+      if (slot >= 0) {
+        cache.emit(slot, out);
+        continue;
+      }
+      const word = text.slice(s, e);
+      const ids = this.bpeWord(word);
+      cache.insert(word, h, ids);
+      for (const id of ids) out.push(id);
     }
   }
 
   /** llm_tokenizer_bpe_session::tokenize on one word. */
   private bpeWord(word: string): number[] {
-    // GPT-2 byte encoding of the word's UTF-8.
-    let enc = '';
+    // UTF-8 of the word; its GPT-2 byte encoding is one character per byte.
     const bytes: number[] = [];
     for (let i = 0; i < word.length; i++) {
       const c = word.charCodeAt(i);
       if (c < 0x80) {
-        enc += BYTE_TO_CHAR[c];
+        bytes.push(c);
         continue;
       }
       const cp = word.codePointAt(i)!;
       if (cp > 0xffff) i++;
-      bytes.length = 0;
       pushUtf8(bytes, cp);
-      for (const x of bytes) enc += BYTE_TO_CHAR[x];
     }
-    const map = this.textToId;
+    const enc = () => {
+      let e = '';
+      for (const x of bytes) e += BYTE_TO_CHAR[x];
+      return e;
+    };
     if (this.ignoreMerges) {
-      const id = map.get(enc);
+      const id = this.textToId.get(enc());
       if (id !== undefined) return [id];
     }
+    // On ids while every symbol is a token; the string version otherwise.
+    const n = bytes.length;
+    this.growSymbols(n);
+    const len = this.symLen;
+    const prev = this.symPrev;
+    const next = this.symNext;
+    const sym = this.symId;
+    const byteIds = this.byteCharIds!;
+    for (let i = 0; i < n; i++) {
+      const id = byteIds[bytes[i]];
+      if (id < 0) return this.bpeWordStrings(enc());
+      sym[i] = id;
+      len[i] = 1;
+      prev[i] = i - 1;
+      next[i] = i + 1 === n ? -1 : i + 1;
+    }
+    const merges = this.bpeMerges!;
+    const heap = this.heap;
+    heap.clear();
+    for (let i = 1; i < n; i++) {
+      const slot = merges.find(sym[i - 1], sym[i]);
+      if (slot >= 0) heap.push(merges.v1[slot], i - 1, i, 2);
+    }
+    while (heap.length > 0) {
+      heap.pop();
+      const l = heap.topLeft;
+      const r = heap.topRight;
+      if (len[l] === 0 || len[r] === 0 || len[l] + len[r] !== heap.topSize) continue;
+      const merged = merges.v2[merges.find(sym[l], sym[r])];
+      if (merged < 0) return this.bpeWordStrings(enc()); // a merge whose result is not a token
+      sym[l] = merged;
+      len[l] += len[r];
+      len[r] = 0;
+      const nr = next[r];
+      next[l] = nr;
+      if (nr >= 0) prev[nr] = l;
+      const pl = prev[l];
+      if (pl >= 0) {
+        const slot = merges.find(sym[pl], sym[l]);
+        if (slot >= 0) heap.push(merges.v1[slot], pl, l, len[pl] + len[l]);
+      }
+      if (nr >= 0) {
+        const slot = merges.find(sym[l], sym[nr]);
+        if (slot >= 0) heap.push(merges.v1[slot], l, nr, len[l] + len[nr]);
+      }
+    }
+    const ids: number[] = [];
+    for (let i = 0; i < n; i++) if (len[i] > 0) ids.push(sym[i]);
+    return ids;
+  }
+
+  /** llm_tokenizer_bpe_session::tokenize on one byte-encoded word, on strings. */
+  private bpeWordStrings(enc: string): number[] {
+    const map = this.textToId;
     const n = enc.length;
     this.growSymbols(n);
     const len = this.symLen;
@@ -760,7 +941,7 @@ export class Tokenizer {
       prev[i] = i - 1;
       next[i] = i + 1 === n ? -1 : i + 1;
     }
-    const ranks = this.ranks!;
+    const ranks = this.stringRanks();
     const heap = this.heap;
     heap.clear();
     const tryAdd = (l: number, r: number) => {
