@@ -4,11 +4,12 @@
 import { DTYPES, type DType, type Storage, allocStorage, isDType, storageLength, storageMatches } from './dtype';
 import { DisposedError, describe, rangeError, typeError } from './errors';
 
-// Symbol.dispose exists at run time on Node 20; declare it (as @types/node and TypeScript's
-// esnext.disposable lib do) so consumers compile without either.
+// Symbol.dispose / Symbol.asyncDispose exist at run time on Node 20; declare them (as @types/node
+// and TypeScript's esnext.disposable lib do) so consumers compile without either.
 declare global {
   interface SymbolConstructor {
     readonly dispose: unique symbol;
+    readonly asyncDispose: unique symbol;
   }
 }
 

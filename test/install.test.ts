@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
 const TAG = `${process.platform}-${process.arch}`;
+const STORIES = path.join(process.env.TESSERA_SHARED ?? path.join(ROOT, '..', 'shared'), 'models', 'stories260K.gguf');
 const NPM_CLI = path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'bin', 'npm-cli.js');
 
 let work: string;
@@ -71,10 +72,11 @@ describe('npm pack', () => {
     expect(packFiles).toContain('scripts/sources.js');
     expect(packFiles).toContain('native/cpu/matmul.cc');
     expect(packFiles).toContain('native/include/tessera/ops.h');
+    expect(packFiles).toContain('models/stories260K-q8_0.gguf'); // the demo's embedded model
     // Every source the fallback build needs is present.
     const sources = JSON.parse(fs.readFileSync(path.join(ROOT, 'native', 'sources.json'), 'utf8')) as Record<string, string[]>;
     for (const f of [...sources.core, ...sources.napi, ...sources.cuda]) expect(packFiles).toContain(f);
-    const allowed = /^(package\.json|README\.md|LICENSE|binding\.gyp|CMakeLists\.txt|scripts\/sources\.js|dist\/.+|prebuilds\/.+|native\/(?!test\/).+)$/;
+    const allowed = /^(package\.json|README\.md|LICENSE|binding\.gyp|CMakeLists\.txt|scripts\/sources\.js|dist\/.+|prebuilds\/.+|models\/.+|native\/(?!test\/).+)$/;
     expect(packFiles.filter((f) => !allowed.test(f))).toEqual([]);
     expect(packFiles.filter((f) => /^(build|build-[^/]+|test|node_modules)\//.test(f) || f.startsWith('native/test/'))).toEqual([]);
     expect(packFiles.filter((f) => f.endsWith('.map') || f.endsWith('.ts') && !f.endsWith('.d.ts') && !f.endsWith('.d.mts'))).toEqual([]);
@@ -118,8 +120,12 @@ describe('npm install from the tarball without a compiler', () => {
       const x = t.Tensor.from(new Float32Array([1, 2, 3, 4]), [1, 4]);
       const w = t.ops.convert(t.Tensor.from(new Float32Array(32 * 4).fill(0.5), [4, 32]).reshape([4, 32]), 'f16');
       const y = t.ops.matmul(t.Tensor.from(new Float32Array(32).fill(1), [1, 32]), w);
-      const demo = require('tessera/package.json').version;
-      console.log(JSON.stringify({ binary: info.binary, device: info.device, y: Array.from(y.data), version: demo }));
+      const version = require('tessera/package.json').version;
+      t.loadModel(${JSON.stringify(STORIES)}, { threads: 1 }).then(async (m) => {
+        const r = await m.complete('Once upon a time', { temperature: 0, maxTokens: 10 });
+        await m.dispose();
+        console.log(JSON.stringify({ binary: info.binary, device: info.device, y: Array.from(y.data), version, text: r.text, tokens: r.tokens }));
+      });
     `;
     const run = spawnSync(process.execPath, ['-e', script], { cwd: project, env, encoding: 'utf8' });
     expect(run.status, run.stderr).toBe(0);
@@ -128,6 +134,9 @@ describe('npm install from the tarball without a compiler', () => {
     expect(out.device).toBe('cpu');
     expect(out.y).toEqual([16, 16, 16, 16]);
     expect(out.version).toBe(pkg.version);
+    // A short greedy generation on the real stories260K model matches llama2.c's first tokens.
+    expect(out.tokens).toEqual([432, 383, 286, 261, 376, 298, 315, 421, 395, 317]);
+    expect(out.text).toBe(', there was a little girl named Lily');
 
     const esm = spawnSync(process.execPath, ['--input-type=module', '-e', "import { ops, Tensor } from 'tessera'; console.log(typeof ops.varlenAttention, typeof Tensor.from)"], {
       cwd: project,
