@@ -17,7 +17,7 @@ export interface LoadModelOptions {
   threads?: number;
   /** Longest sequence (prompt + generated tokens). Default: min(training context, 4096). */
   contextSize?: number;
-  /** KV pages in the pool (each holds pageSize tokens of every layer). Default: one context's worth per 4 sequences, at least one full context. */
+  /** KV pages in the pool (each holds pageSize tokens of every layer). Default: enough for one full-context sequence; concurrent requests beyond that are preempted and recomputed. */
   kvPages?: number;
   /** Tokens per KV page. Default 16. */
   pageSize?: number;

@@ -3,6 +3,7 @@
 #include "tessera/threadpool.h"
 
 #include <algorithm>
+#include <chrono>
 #include <memory>
 
 #if defined(__linux__)
@@ -31,11 +32,23 @@ ThreadPool::ThreadPool(int n_threads) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
+    stop_.store(true);
   }
   cv_start_.notify_all();
   for (auto& t : workers_) t.join();
 }
+
+namespace {
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+// How long a thread spins for the next loop (or the end of one) before sleeping.
+constexpr auto kSpin = std::chrono::microseconds(200);
+}  // namespace
 
 void ThreadPool::run_chunks() {
   for (;;) {
@@ -48,16 +61,27 @@ void ThreadPool::run_chunks() {
 void ThreadPool::worker_loop(int) {
   uint64_t seen = 0;
   for (;;) {
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_start_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
+    uint64_t g = generation_.load(std::memory_order_acquire);
+    if (g == seen && !stop_.load(std::memory_order_relaxed)) {
+      const auto until = std::chrono::steady_clock::now() + kSpin;
+      for (int i = 0; (g = generation_.load(std::memory_order_acquire)) == seen && !stop_.load(std::memory_order_relaxed); i++) {
+        cpu_relax();
+        if ((i & 255) == 255 && std::chrono::steady_clock::now() > until) break;
+      }
     }
+    if (g == seen) {
+      std::unique_lock<std::mutex> lock(mu_);
+      sleeping_++;
+      cv_start_.wait(lock, [&] { return stop_.load() || generation_.load() != seen; });
+      sleeping_--;
+      g = generation_.load();
+    }
+    if (stop_.load()) return;
+    seen = g;
     run_chunks();
-    {
+    if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       std::lock_guard<std::mutex> lock(mu_);
-      if (--active_ == 0) cv_done_.notify_one();
+      cv_done_.notify_one();
     }
   }
 }
@@ -73,19 +97,28 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
     return;
   }
   std::lock_guard<std::mutex> call_lock(call_mu_);
+  fn_ = &fn;
+  n_ = n;
+  chunk_ = chunk;
+  next_.store(0);
+  active_.store((int)workers_.size());
+  bool wake;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    fn_ = &fn;
-    n_ = n;
-    chunk_ = chunk;
-    next_.store(0);
-    active_ = (int)workers_.size();
-    generation_++;
+    generation_.fetch_add(1, std::memory_order_release);
+    wake = sleeping_ > 0;
   }
-  cv_start_.notify_all();
+  if (wake) cv_start_.notify_all();
   run_chunks();
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_done_.wait(lock, [&] { return active_ == 0; });
+  const auto until = std::chrono::steady_clock::now() + kSpin;
+  for (int i = 0; active_.load(std::memory_order_acquire) != 0; i++) {
+    cpu_relax();
+    if ((i & 255) == 255 && std::chrono::steady_clock::now() > until) {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_done_.wait(lock, [&] { return active_.load() == 0; });
+      break;
+    }
+  }
   fn_ = nullptr;
 }
 
