@@ -42,6 +42,15 @@ struct Kernels {
   float (*exp_sum)(float* x, int64_t n, float max);
 };
 
+// Integer dot products of q8_0-quantised activations with q8_0 / q4_0 weight rows (n % 32 == 0),
+// as llama.cpp computes decode matmuls. AVX2 versions (AVX-512 CPUs use them too).
+float dot_q8_0_q8_0_scalar(const BlockQ8_0* x, const BlockQ8_0* w, int64_t n);
+float dot_q4_0_q8_0_scalar(const BlockQ8_0* x, const BlockQ4_0* w, int64_t n);
+#if defined(__x86_64__) || defined(_M_X64)
+float dot_q8_0_q8_0_avx2(const BlockQ8_0* x, const BlockQ8_0* w, int64_t n);
+float dot_q4_0_q8_0_avx2(const BlockQ8_0* x, const BlockQ4_0* w, int64_t n);
+#endif
+
 extern const Kernels kScalarKernels;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const Kernels kAvx2Kernels;

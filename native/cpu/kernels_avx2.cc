@@ -381,6 +381,43 @@ float exp_sum(float* x, int64_t n, float max) {
   return sum;
 }
 
+
+// Sum of the 32 int8 products x·y of one block as 8 int32 lanes -> float (llama.cpp's trick:
+// maddubs needs an unsigned operand, so multiply |x| by y carrying x's sign).
+inline __m256 mul_sum_i8(__m256i x, __m256i y) {
+  const __m256i ax = _mm256_sign_epi8(x, x);
+  const __m256i sy = _mm256_sign_epi8(y, x);
+  const __m256i dot16 = _mm256_maddubs_epi16(ax, sy);
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(dot16, _mm256_set1_epi16(1)));
+}
+
+}  // namespace
+
+float dot_q8_0_q8_0_avx2(const BlockQ8_0* x, const BlockQ8_0* w, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t b = 0; b < n / 32; b++) {
+    const __m256 d = _mm256_set1_ps(scalar_f16(x[b].d) * scalar_f16(w[b].d));
+    const __m256i qx = _mm256_loadu_si256((const __m256i*)x[b].qs);
+    const __m256i qw = _mm256_loadu_si256((const __m256i*)w[b].qs);
+    acc = _mm256_fmadd_ps(d, mul_sum_i8(qx, qw), acc);
+  }
+  return hsum(acc);
+}
+
+float dot_q4_0_q8_0_avx2(const BlockQ8_0* x, const BlockQ4_0* w, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t b = 0; b < n / 32; b++) {
+    const __m256 d = _mm256_set1_ps(scalar_f16(x[b].d) * scalar_f16(w[b].d));
+    __m128i lo, hi;
+    unpack_q4_0(w[b], &lo, &hi);
+    const __m256i qw = _mm256_set_m128i(hi, lo);
+    const __m256i qx = _mm256_loadu_si256((const __m256i*)x[b].qs);
+    acc = _mm256_fmadd_ps(d, mul_sum_i8(qx, qw), acc);
+  }
+  return hsum(acc);
+}
+
+namespace {
 }  // namespace
 
 const Kernels kAvx2Kernels = {

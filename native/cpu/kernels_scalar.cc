@@ -220,6 +220,29 @@ float exp_sum(float* x, int64_t n, float max) {
 
 }  // namespace
 
+float dot_q8_0_q8_0_scalar(const BlockQ8_0* x, const BlockQ8_0* w, int64_t n) {
+  float s = 0.f;
+  for (int64_t b = 0; b < n / 32; b++) {
+    int32_t acc = 0;
+    for (int j = 0; j < 32; j++) acc += (int32_t)x[b].qs[j] * w[b].qs[j];
+    s += f16_to_f32(x[b].d) * f16_to_f32(w[b].d) * (float)acc;
+  }
+  return s;
+}
+
+float dot_q4_0_q8_0_scalar(const BlockQ8_0* x, const BlockQ4_0* w, int64_t n) {
+  float s = 0.f;
+  for (int64_t b = 0; b < n / 32; b++) {
+    int32_t acc = 0;
+    for (int j = 0; j < 16; j++) {
+      acc += (int32_t)x[b].qs[j] * ((w[b].qs[j] & 0x0f) - 8);
+      acc += (int32_t)x[b].qs[j + 16] * ((w[b].qs[j] >> 4) - 8);
+    }
+    s += f16_to_f32(x[b].d) * f16_to_f32(w[b].d) * (float)acc;
+  }
+  return s;
+}
+
 const Kernels kScalarKernels = {
     dot_f32,         dot_f16,         dot_bf16,        dot_q8_0,        dot_q4_0, axpy_f32,
     axpy_f16,        f16_to_f32_row,  bf16_to_f32_row, q8_0_to_f32_row, q4_0_to_f32_row,

@@ -1,4 +1,5 @@
 // matmul: y (m, n) = x (m, k) · wᵀ with w (n, k) in f32/f16/bf16/q8_0/q4_0/q4_k/q6_k.
+// matmul_multi runs several weight matrices over the same x in one parallel loop (Q/K/V, gate/up).
 // Few rows (decode): each weight row is streamed once and dequantised in registers.
 // Many rows (prefill): gemm_nr weight rows at a time are dequantised once into a per-thread
 // f32 panel (transposed: panel[p][j]) and multiplied by every row of x with the register-blocked
@@ -7,6 +8,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "tessera/check.h"
 #include "tessera/ops.h"
 #include "tessera/threadpool.h"
 
@@ -42,47 +44,94 @@ constexpr int64_t kGemvMaxRows = 3;  // up to this many x rows, stream w without
 
 }  // namespace
 
-void matmul(ThreadPool& pool, const float* x, const void* w, DType w_dtype, float* y, int64_t m,
-            int64_t n, int64_t k) {
-  if (m <= 0 || n <= 0) return;
+void matmul_multi(ThreadPool& pool, const float* x, int64_t m, int64_t k, const MatmulJob* jobs, int count,
+                  bool quantize_x) {
+  if (m <= 0 || count <= 0) return;
+  if (count > 8) throw_range("matmul_multi: at most 8 jobs");
   const Kernels& K = kernels();
-  const int64_t row_bytes = dtype_bytes(w_dtype, k);
-  const uint8_t* wb = static_cast<const uint8_t*>(w);
+  // Work units of every job, numbered consecutively: weight rows (GEMV) or panels (GEMM).
+  const int32_t nr = K.gemm_nr;
+  const bool gemv = m <= kGemvMaxRows;
+  int64_t first[8], total = 0;
+  for (int c = 0; c < count; c++) {
+    first[c] = total;
+    total += gemv ? jobs[c].n : (jobs[c].n + nr - 1) / nr;
+  }
+  auto job_of = [&](int64_t u) {
+    int c = count - 1;
+    while (first[c] > u) c--;
+    return c;
+  };
 
-  if (m <= kGemvMaxRows) {
-    pool.parallel_for(n, 8, [&](int64_t j0, int64_t j1) {
-      for (int64_t j = j0; j < j1; j++)
-        for (int64_t i = 0; i < m; i++) y[i * n + j] = dot_row(K, w_dtype, x + i * k, wb + j * row_bytes, k);
+  if (gemv) {
+    // x rows as q8_0 blocks for the integer dot products (k % 32 == 0 for q8_0/q4_0 weights).
+    thread_local std::vector<BlockQ8_0> xq;
+    bool use_q = quantize_x && k % 32 == 0;
+    if (use_q) {
+      xq.resize((size_t)m * k / 32);
+      for (int64_t i = 0; i < m; i++) ref::convert(x + i * k, DType::F32, xq.data() + i * k / 32, DType::Q8_0, k);
+    }
+    const bool simd = active_isa() == CpuIsa::Avx2 || active_isa() == CpuIsa::Avx512;
+#if defined(__x86_64__) || defined(_M_X64)
+    auto dot88 = simd ? dot_q8_0_q8_0_avx2 : dot_q8_0_q8_0_scalar;
+    auto dot48 = simd ? dot_q4_0_q8_0_avx2 : dot_q4_0_q8_0_scalar;
+#else
+    (void)simd;
+    auto dot88 = dot_q8_0_q8_0_scalar;
+    auto dot48 = dot_q4_0_q8_0_scalar;
+#endif
+    const BlockQ8_0* xqd = xq.data();
+    pool.parallel_for(total, 8, [&](int64_t u0, int64_t u1) {
+      for (int64_t u = u0; u < u1; u++) {
+        const MatmulJob& jb = jobs[job_of(u)];
+        const int64_t j = u - first[&jb - jobs];
+        const uint8_t* row = static_cast<const uint8_t*>(jb.w) + j * dtype_bytes(jb.w_dtype, k);
+        for (int64_t i = 0; i < m; i++) {
+          float v;
+          if (use_q && jb.w_dtype == DType::Q8_0) v = dot88(xqd + i * k / 32, reinterpret_cast<const BlockQ8_0*>(row), k);
+          else if (use_q && jb.w_dtype == DType::Q4_0) v = dot48(xqd + i * k / 32, reinterpret_cast<const BlockQ4_0*>(row), k);
+          else v = dot_row(K, jb.w_dtype, x + i * k, row, k);
+          jb.y[i * jb.n + j] = v;
+        }
+      }
     });
     return;
   }
 
-  const int32_t nr = K.gemm_nr;
-  const int64_t panels = (n + nr - 1) / nr;
-  pool.parallel_for(panels, 1, [&](int64_t t0, int64_t t1) {
+  pool.parallel_for(total, 1, [&](int64_t t0, int64_t t1) {
     thread_local std::vector<float> panel, row;
     panel.resize(k * nr);
     row.resize(k);
     for (int64_t t = t0; t < t1; t++) {
-      const int64_t j0 = t * nr;
-      const int32_t nb = (int32_t)std::min<int64_t>(nr, n - j0);
+      const MatmulJob& jb = jobs[job_of(t)];
+      const int64_t row_bytes = dtype_bytes(jb.w_dtype, k);
+      const uint8_t* wb = static_cast<const uint8_t*>(jb.w);
+      const int64_t j0 = (t - first[&jb - jobs]) * nr;
+      const int32_t nb = (int32_t)std::min<int64_t>(nr, jb.n - j0);
       // panel (k, nr) = w rows j0 .. j0+nb transposed, zero beyond nb
       for (int32_t j = 0; j < nr; j++) {
         const float* src;
         if (j >= nb) {
           std::fill(row.begin(), row.end(), 0.f);
           src = row.data();
-        } else if (w_dtype == DType::F32) {
+        } else if (jb.w_dtype == DType::F32) {
           src = reinterpret_cast<const float*>(wb + (j0 + j) * row_bytes);
         } else {
-          row_to_f32(K, w_dtype, wb + (j0 + j) * row_bytes, row.data(), k);
+          row_to_f32(K, jb.w_dtype, wb + (j0 + j) * row_bytes, row.data(), k);
           src = row.data();
         }
         for (int64_t p = 0; p < k; p++) panel[p * nr + j] = src[p];
       }
-      K.gemm_panel(x, k, panel.data(), y + j0, n, m, nb, k);
+      K.gemm_panel(x, k, panel.data(), jb.y + j0, jb.n, m, nb, k);
     }
   });
+}
+
+void matmul(ThreadPool& pool, const float* x, const void* w, DType w_dtype, float* y, int64_t m,
+            int64_t n, int64_t k) {
+  if (n <= 0) return;
+  const MatmulJob job{w, w_dtype, y, n};
+  matmul_multi(pool, x, m, k, &job, 1);
 }
 
 }  // namespace tessera::cpu

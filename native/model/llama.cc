@@ -208,9 +208,10 @@ void LlamaModel::forward(KvCache& kv, const ForwardBatch& b, float* logits, Thre
     for (const LlamaLayer& L : layers_) {
       // attention block
       cpu::rmsnorm(pool, x.data(), L.attn_norm.data(), xn.data(), T, E, cfg_.rms_eps);
-      cpu::matmul(pool, xn.data(), L.wq.data, L.wq.dtype, q.data(), T, Hq * D, E);
-      cpu::matmul(pool, xn.data(), L.wk.data, L.wk.dtype, k.data(), T, Hkv * D, E);
-      cpu::matmul(pool, xn.data(), L.wv.data, L.wv.dtype, v.data(), T, Hkv * D, E);
+      const cpu::MatmulJob qkv[3] = {{L.wq.data, L.wq.dtype, q.data(), Hq * D},
+                                     {L.wk.data, L.wk.dtype, k.data(), Hkv * D},
+                                     {L.wv.data, L.wv.dtype, v.data(), Hkv * D}};
+      cpu::matmul_multi(pool, xn.data(), T, E, qkv, 3, /*quantize_x=*/true);
       if (cfg_.qkv_bias) {
         add_bias(q.data(), L.bq, T);
         add_bias(k.data(), L.bk, T);
@@ -221,14 +222,16 @@ void LlamaModel::forward(KvCache& kv, const ForwardBatch& b, float* logits, Thre
       const PagedKv pk = kv.layer((int32_t)(&L - layers_.data()), indptr, indices, last);
       cpu::kv_append(pool, k.data(), v.data(), bidx.data(), pos.data(), T, pk);
       cpu::paged_attention(pool, q.data(), qo.data(), pk, nullptr, att.data(), shape);
-      cpu::matmul(pool, att.data(), L.wo.data, L.wo.dtype, tmp.data(), T, E, Hq * D);
+      const cpu::MatmulJob wo{L.wo.data, L.wo.dtype, tmp.data(), E};
+      cpu::matmul_multi(pool, att.data(), T, Hq * D, &wo, 1, /*quantize_x=*/true);
       add_into(x.data(), tmp.data(), T * E);
       // feed-forward block
       cpu::rmsnorm(pool, x.data(), L.ffn_norm.data(), xn.data(), T, E, cfg_.rms_eps);
-      cpu::matmul(pool, xn.data(), L.w_gate.data, L.w_gate.dtype, g.data(), T, F, E);
-      cpu::matmul(pool, xn.data(), L.w_up.data, L.w_up.dtype, u.data(), T, F, E);
+      const cpu::MatmulJob gate_up[2] = {{L.w_gate.data, L.w_gate.dtype, g.data(), F}, {L.w_up.data, L.w_up.dtype, u.data(), F}};
+      cpu::matmul_multi(pool, xn.data(), T, E, gate_up, 2, /*quantize_x=*/true);
       cpu::swiglu(pool, g.data(), u.data(), g.data(), T * F);
-      cpu::matmul(pool, g.data(), L.w_down.data, L.w_down.dtype, tmp.data(), T, E, F);
+      const cpu::MatmulJob down{L.w_down.data, L.w_down.dtype, tmp.data(), E};
+      cpu::matmul_multi(pool, g.data(), T, F, &down, 1, /*quantize_x=*/true);
       add_into(x.data(), tmp.data(), T * E);
     }
 
@@ -238,7 +241,8 @@ void LlamaModel::forward(KvCache& kv, const ForwardBatch& b, float* logits, Thre
       std::vector<float> xs(R * E), xsn(R * E);
       for (int64_t r = 0; r < R; r++) std::copy_n(&x[(int64_t)b.logit_rows[r] * E], E, &xs[r * E]);
       cpu::rmsnorm(pool, xs.data(), output_norm_.data(), xsn.data(), R, E, cfg_.rms_eps);
-      cpu::matmul(pool, xsn.data(), output_.data, output_.dtype, logits, R, V, E);
+      const cpu::MatmulJob out{output_.data, output_.dtype, logits, V};
+      cpu::matmul_multi(pool, xsn.data(), R, E, &out, 1, /*quantize_x=*/true);
     }
   } catch (...) {
     for (int32_t s = 0; s < b.n_seqs; s++) kv.truncate(b.seq_ids[s], old_len[s]);

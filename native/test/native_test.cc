@@ -535,6 +535,46 @@ void matmul_sweep(DType dt, uint64_t seed) {
   check_matmul_case(dt, 130, 70, plain ? 333 : 320, r);
 }
 
+// matmul_multi: several weights in one loop; with quantize_x, q8_0/q4_0 weights see x rounded to
+// q8_0 (integer dot products, llama.cpp's decode path): the reference is ref::matmul of that x.
+TEST_CASE(matmul_multi_quantized_x) {
+  Rng r(28);
+  for (const int64_t m : {1, 2, 3, 5})
+    for (const int64_t k : {32, 96, 288}) {
+      const std::vector<float> x = rand_vec(r, m * k);
+      std::vector<BlockQ8_0> xq(m * k / 32);
+      ref::convert(x.data(), DType::F32, xq.data(), DType::Q8_0, m * k);
+      std::vector<float> xr(m * k);  // x as the integer path sees it
+      ref::convert(xq.data(), DType::Q8_0, xr.data(), DType::F32, m * k);
+      const DType types[3] = {DType::Q8_0, DType::Q4_0, DType::F16};
+      const int64_t ns[3] = {33, 7, 20};
+      std::vector<std::vector<uint8_t>> w(3);
+      std::vector<std::vector<float>> want(3);
+      for (int c = 0; c < 3; c++) {
+        const std::vector<float> wf = rand_vec(r, ns[c] * k);
+        w[c].resize((size_t)dtype_bytes(types[c], ns[c] * k));
+        ref::convert(wf.data(), DType::F32, w[c].data(), types[c], ns[c] * k);
+        want[c].resize(m * ns[c]);
+        // m > 3 rows take the GEMM path, which keeps x in f32; f16 weights always do.
+        const bool q = m <= 3 && types[c] != DType::F16;
+        ref::matmul(q ? xr.data() : x.data(), w[c].data(), types[c], want[c].data(), m, ns[c], k);
+      }
+      for_each_backend([&](const std::string& be, ThreadPool& pool) {
+        std::vector<std::vector<float>> y(3);
+        cpu::MatmulJob jobs[3];
+        for (int c = 0; c < 3; c++) {
+          y[c] = nan_vec(m * ns[c]);
+          jobs[c] = {w[c].data(), types[c], y[c].data(), ns[c]};
+        }
+        cpu::matmul_multi(pool, x.data(), m, k, jobs, 3, /*quantize_x=*/true);
+        for (int c = 0; c < 3; c++)
+          EXPECT_CLOSE(strf("%s matmul_multi %s m=%lld k=%lld", be.c_str(), dtype_info(types[c]).name, (long long)m,
+                            (long long)k),
+                       "matmul_multi", y[c].data(), want[c].data(), m * ns[c], 2e-5, [&](int64_t) { return (double)k; });
+      });
+    }
+}
+
 TEST_CASE(matmul_f32) { matmul_sweep(DType::F32, 21); }
 TEST_CASE(matmul_f16) { matmul_sweep(DType::F16, 22); }
 TEST_CASE(matmul_bf16) { matmul_sweep(DType::BF16, 23); }

@@ -65,6 +65,20 @@ TESSERA_OP_SIGNATURES(TESSERA_NO_CTX)
 
 namespace cpu {
 TESSERA_OP_SIGNATURES(TESSERA_CPU_CTX)
+
+// One weight of a fused matmul: y (m, n) = x (m, k) · wᵀ.
+struct MatmulJob {
+  const void* w;
+  DType w_dtype;
+  float* y;
+  int64_t n;
+};
+// Several matmuls sharing x in one parallel loop (at most 8 jobs): saves a thread-pool round trip
+// per extra weight, which matters in decode steps. With quantize_x, rows of x (when there are at
+// most 3) are quantised to q8_0 once and q8_0 / q4_0 weights use integer dot products, as
+// llama.cpp does: the result is ref::matmul of the q8_0-rounded x (other weight types unchanged).
+void matmul_multi(ThreadPool& pool, const float* x, int64_t m, int64_t k, const MatmulJob* jobs, int count,
+                  bool quantize_x = false);
 }
 
 }  // namespace tessera
