@@ -6,6 +6,7 @@
 import { ops } from './ops';
 import { Tensor } from './tensor';
 import { nativeInfo } from './native';
+import { Rng } from './sampling';
 
 export interface DemoOptions {
   prompts?: number;
@@ -30,18 +31,6 @@ export interface DemoResult {
   maxRelError: number;
 }
 
-/** mulberry32: small, fast, seeded. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function randomTensor(shape: number[], rand: () => number, scale = 1): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   const data = new Float32Array(n);
@@ -53,7 +42,8 @@ export function runDemo(options: DemoOptions = {}): DemoResult {
   const { prompts = 12, maxLen = 96, dim = 256, heads = 8, kvHeads = 2, pageSize = 16, decodeSteps = 8, seed = 7 } = options;
   const log = options.log ?? (() => {});
   const headDim = dim / heads;
-  const rand = rng(seed);
+  const gen = new Rng(seed);
+  const rand = () => gen.nextFloat();
   const info = nativeInfo();
   log(`tessera demo: one attention layer (dim ${dim}, ${heads} heads, ${kvHeads} KV heads), ${info.device} backend, ${info.isa} kernels, ${info.threads} threads`);
 
