@@ -214,6 +214,8 @@ async function benchLlamaCpp(file, threads) {
 
 // ---- run --------------------------------------------------------------------------------------
 const tStart = performance.now();
+const loadStart = os.loadavg();
+if (loadStart[0] > 0.5) log(`warning: load average ${loadStart.map((x) => x.toFixed(2)).join(' ')} before the run (other work on this machine skews 2-thread figures most)`);
 const info = tessera.nativeInfo();
 const bounds = await machineBounds();
 log(`bandwidth GB/s (copy: read+write; read: memcmp): ${Object.entries(bounds).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}`);
@@ -269,6 +271,7 @@ out(`## Model bench ${new Date().toISOString().slice(0, 16).replace('T', ' ')} U
 out();
 out(`Host: ${os.cpus()[0]?.model} x${os.cpus().length}, node ${process.version}; tessera ${tessera.version} ${info.isa} kernels (${info.binary}); ` +
   `node-llama-cpp ${JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules/node-llama-cpp/package.json'), 'utf8')).version}${systemInfo ? ` (${systemInfo.trim()})` : ''}.`);
+out(`Load average (1/5/15 min) at start ${loadStart.map((x) => x.toFixed(2)).join(' ')}, at end ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}.`);
 out(`Copy bandwidth (read+write GB/s): 256 MiB: 1 thread ${bounds.copy_256MiB_t1.toFixed(1)}, 2 threads ${bounds.copy_256MiB_t2.toFixed(1)}; ` +
   `32 MiB: 1 thread ${bounds.copy_32MiB_t1.toFixed(1)}, 2 threads ${bounds.copy_32MiB_t2.toFixed(1)}. ` +
   `Read bandwidth (memcmp of 2 x 256 MiB, GB/s read): 1 thread ${bounds.read_256MiB_t1.toFixed(1)}, 2 threads ${bounds.read_256MiB_t2.toFixed(1)}.`);
