@@ -2,7 +2,7 @@
 // plain TypedArray shared with the caller (zero copy); block types (q8_0, q4_0, q4_k, q6_k)
 // are opaque bytes whose shape counts elements.
 import { DTYPES, type DType, type Storage, allocStorage, isDType, storageLength, storageMatches } from './dtype';
-import { DisposedError, describe, rangeError, typeError } from './errors';
+import { DisposedError, rangeError, typeError } from './errors';
 
 // Symbol.dispose / Symbol.asyncDispose exist at run time on Node 20; declare them (as @types/node
 // and TypeScript's esnext.disposable lib do) so consumers compile without either.
@@ -177,4 +177,3 @@ export function int32Arg(where: string, name: string, v: unknown): Int32Array {
   throw typeError(where, name, 'an Int32Array, an i32 Tensor or an array of integers', v);
 }
 
-export { describe };
