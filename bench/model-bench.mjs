@@ -127,6 +127,7 @@ function modelFacts(file) {
 
 // ---- engines ----------------------------------------------------------------------------------
 async function benchTessera(file, threads) {
+  globalThis.gc?.(); // with node --expose-gc: drop earlier buffers before reading RSS
   const r = { rssBefore: rss() };
   const t0 = performance.now();
   const m = await tessera.loadModel(file, { threads, contextSize: 1024, maxBatchTokens: Math.max(512, promptN) });
@@ -164,6 +165,7 @@ async function benchLlamaCpp(file, threads) {
     TokenBias = nlc.TokenBias;
     llama = await nlc.getLlama({ gpu: false, build: 'never', logLevel: 'error' });
   }
+  globalThis.gc?.(); // with node --expose-gc: drop earlier buffers before reading RSS
   const r = { rssBefore: rss() };
   const t0 = performance.now();
   const model = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
