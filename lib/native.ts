@@ -71,6 +71,8 @@ export interface NativeModelInfo {
   tiedOutput: boolean;
   fileSize: number;
   weightTypes: Record<string, number>;
+  /** Bytes of weights repacked in memory for the int8 (AVX512-VNNI) path; 0 when none. */
+  packedBytes: number;
   kvPages: number;
   pageSize: number;
   kvDtype: 'f16' | 'f32';

@@ -95,16 +95,6 @@ void q4_0_to_f32_row(const BlockQ4_0* x, float* y, int64_t n) {
   }
 }
 
-// The 6-bit sub-block scales and mins of a q4_k super-block (ggml's get_scale_min_k4).
-inline void q4_k_scales(const uint8_t* s, uint8_t sc[8], uint8_t m[8]) {
-  for (int j = 0; j < 4; j++) {
-    sc[j] = s[j] & 63;
-    m[j] = s[j + 4] & 63;
-    sc[j + 4] = (uint8_t)((s[j + 8] & 15) | ((s[j] >> 6) << 4));
-    m[j + 4] = (uint8_t)((s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4));
-  }
-}
-
 // Per sub-block of 32: d*sc * sum(x q) - dmin*m * sum(x), with q the raw nibble.
 float dot_q4_k(const float* x, const BlockQ4_K* w, int64_t n) {
   float s = 0;

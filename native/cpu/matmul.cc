@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels.h"
+#include "qmatmul.h"
 #include "tessera/check.h"
 #include "tessera/ops.h"
 #include "tessera/threadpool.h"
@@ -48,6 +49,36 @@ void matmul_multi(ThreadPool& pool, const float* x, int64_t m, int64_t k, const 
                   bool quantize_x) {
   if (m <= 0 || count <= 0) return;
   if (count > 8) throw_range("matmul_multi: at most 8 jobs");
+  if (quantize_x && k % 32 == 0 && int8_path_active()) {
+    // Packed weights: int8 activations times VNNI tiles, all jobs' tiles in one parallel loop.
+    MatmulJob rest[8];
+    const MatmulJob* packed[8];
+    int n_rest = 0, n_packed = 0;
+    for (int c = 0; c < count; c++) {
+      if (jobs[c].packed != nullptr) packed[n_packed++] = &jobs[c];
+      else rest[n_rest++] = jobs[c];
+    }
+    if (n_packed > 0) {
+      thread_local QuantRows xq;
+      quantize_rows(&pool, x, m, k, xq);
+      int64_t first_tile[9];
+      first_tile[0] = 0;
+      for (int c = 0; c < n_packed; c++) {
+        if (packed[c]->packed->k != k || packed[c]->packed->n != packed[c]->n)
+          throw_range("matmul_multi: packed weight shape does not match the job");
+        first_tile[c + 1] = first_tile[c] + packed[c]->packed->n_tiles;
+      }
+      const QuantRows& xr = xq;
+      pool.parallel_for(first_tile[n_packed], 1, [&](int64_t u0, int64_t u1) {
+        for (int c = 0; c < n_packed; c++) {
+          const int64_t a = std::max(u0, first_tile[c]), b = std::min(u1, first_tile[c + 1]);
+          if (a < b) packed_matmul_tiles(*packed[c]->packed, xr, packed[c]->y, packed[c]->n, a - first_tile[c], b - first_tile[c]);
+        }
+      });
+      if (n_rest > 0) matmul_multi(pool, x, m, k, rest, n_rest, quantize_x);
+      return;
+    }
+  }
   const Kernels& K = kernels();
   // Work units of every job, numbered consecutively: weight rows (GEMV) or panels (GEMM).
   const int32_t nr = K.gemm_nr;

@@ -822,6 +822,19 @@ void GgufFile::release() noexcept {
   base_ = nullptr;
 }
 
+void GgufFile::drop_pages(const void* p, size_t n) const {
+#ifndef _WIN32
+  if (!mapped_ || base_ == nullptr) return;
+  const uintptr_t lo = (uintptr_t)p, hi = lo + n, b = (uintptr_t)base_;
+  if (lo < b || hi > b + size_) return;
+  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  const uintptr_t start = (lo + page - 1) / page * page, end = hi / page * page;
+  if (end > start) madvise((void*)start, end - start, MADV_DONTNEED);
+#else
+  (void)p, (void)n;
+#endif
+}
+
 GgufFile::GgufFile(GgufFile&& o) noexcept { *this = std::move(o); }
 
 GgufFile& GgufFile::operator=(GgufFile&& o) noexcept {

@@ -7,7 +7,9 @@
 #include <map>
 #include <stdexcept>
 
+#include "../cpu/qmatmul.h"
 #include "tessera/check.h"
+#include "tessera/cpu_features.h"
 #include "tessera/threadpool.h"
 
 namespace tessera {
@@ -57,7 +59,7 @@ std::vector<float> LlamaModel::vector(const std::string& name, int64_t n) const 
   return out;
 }
 
-LlamaModel::LlamaModel(std::unique_ptr<GgufFile> file) : file_(std::move(file)) {
+LlamaModel::LlamaModel(std::unique_ptr<GgufFile> file, ThreadPool* pool) : file_(std::move(file)) {
   const GgufFile& f = *file_;
   cfg_.arch = f.get_string("general.architecture");
   if (cfg_.arch != "llama" && cfg_.arch != "qwen2")
@@ -129,6 +131,22 @@ LlamaModel::LlamaModel(std::unique_ptr<GgufFile> file) : file_(std::move(file)) 
       L.bk = vector(p + "attn_k.bias", Hkv * D);
       L.bv = vector(p + "attn_v.bias", Hkv * D);
     }
+  }
+
+  // Repack quantised matrices for the int8 path; the mapped originals are then not read (unless
+  // the kernel set is switched later), so their pages are dropped to keep memory near file size.
+  if (cpu::int8_path_active()) {
+    auto pack = [&](Weight& w, bool drop) {
+      if (!cpu::packable(w.dtype)) return;
+      std::unique_ptr<cpu::PackedWeight> pw = cpu::pack_weight(w.data, w.dtype, w.n, w.k, pool);
+      if (!pw) return;  // a scale f16 cannot hold: keep using the original rows
+      packed_bytes_ += pw->bytes();
+      w.packed = std::move(pw);
+      if (drop) file_->drop_pages(w.data, (size_t)dtype_bytes(w.dtype, w.n * w.k));
+    };
+    for (LlamaLayer& L : layers_)
+      for (Weight* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) pack(*w, true);
+    pack(output_, /*drop=*/!cfg_.tied_output);  // tied: token_embd rows are still looked up
   }
 }
 
@@ -208,9 +226,7 @@ void LlamaModel::forward(KvCache& kv, const ForwardBatch& b, float* logits, Thre
     for (const LlamaLayer& L : layers_) {
       // attention block
       cpu::rmsnorm(pool, x.data(), L.attn_norm.data(), xn.data(), T, E, cfg_.rms_eps);
-      const cpu::MatmulJob qkv[3] = {{L.wq.data, L.wq.dtype, q.data(), Hq * D},
-                                     {L.wk.data, L.wk.dtype, k.data(), Hkv * D},
-                                     {L.wv.data, L.wv.dtype, v.data(), Hkv * D}};
+      const cpu::MatmulJob qkv[3] = {L.wq.job(q.data()), L.wk.job(k.data()), L.wv.job(v.data())};
       cpu::matmul_multi(pool, xn.data(), T, E, qkv, 3, /*quantize_x=*/true);
       if (cfg_.qkv_bias) {
         add_bias(q.data(), L.bq, T);
@@ -222,15 +238,15 @@ void LlamaModel::forward(KvCache& kv, const ForwardBatch& b, float* logits, Thre
       const PagedKv pk = kv.layer((int32_t)(&L - layers_.data()), indptr, indices, last);
       cpu::kv_append(pool, k.data(), v.data(), bidx.data(), pos.data(), T, pk);
       cpu::paged_attention(pool, q.data(), qo.data(), pk, nullptr, att.data(), shape);
-      const cpu::MatmulJob wo{L.wo.data, L.wo.dtype, tmp.data(), E};
+      const cpu::MatmulJob wo = L.wo.job(tmp.data());
       cpu::matmul_multi(pool, att.data(), T, Hq * D, &wo, 1, /*quantize_x=*/true);
       add_into(x.data(), tmp.data(), T * E);
       // feed-forward block
       cpu::rmsnorm(pool, x.data(), L.ffn_norm.data(), xn.data(), T, E, cfg_.rms_eps);
-      const cpu::MatmulJob gate_up[2] = {{L.w_gate.data, L.w_gate.dtype, g.data(), F}, {L.w_up.data, L.w_up.dtype, u.data(), F}};
+      const cpu::MatmulJob gate_up[2] = {L.w_gate.job(g.data()), L.w_up.job(u.data())};
       cpu::matmul_multi(pool, xn.data(), T, E, gate_up, 2, /*quantize_x=*/true);
       cpu::swiglu(pool, g.data(), u.data(), g.data(), T * F);
-      const cpu::MatmulJob down{L.w_down.data, L.w_down.dtype, tmp.data(), E};
+      const cpu::MatmulJob down = L.w_down.job(tmp.data());
       cpu::matmul_multi(pool, g.data(), T, F, &down, 1, /*quantize_x=*/true);
       add_into(x.data(), tmp.data(), T * E);
     }
@@ -241,7 +257,7 @@ void LlamaModel::forward(KvCache& kv, const ForwardBatch& b, float* logits, Thre
       std::vector<float> xs(R * E), xsn(R * E);
       for (int64_t r = 0; r < R; r++) std::copy_n(&x[(int64_t)b.logit_rows[r] * E], E, &xs[r * E]);
       cpu::rmsnorm(pool, xs.data(), output_norm_.data(), xsn.data(), R, E, cfg_.rms_eps);
-      const cpu::MatmulJob out{output_.data, output_.dtype, logits, V};
+      const cpu::MatmulJob out = output_.job(logits);
       cpu::matmul_multi(pool, xsn.data(), R, E, &out, 1, /*quantize_x=*/true);
     }
   } catch (...) {

@@ -67,14 +67,14 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     if (kv_dtype != "f16" && kv_dtype != "f32") throw Napi::RangeError::New(env, "loadModel: kvDtype must be 'f16' or 'f32'");
     try {
       state_ = std::make_shared<ModelState>();
-      state_->model = std::make_unique<LlamaModel>(std::make_unique<GgufFile>(path));
+      state_->pool = std::make_unique<ThreadPool>(threads);
+      state_->model = std::make_unique<LlamaModel>(std::make_unique<GgufFile>(path), state_->pool.get());
       const LlamaConfig& c = state_->model->config();
       if (context == 0) context = std::min<int64_t>(c.n_ctx_train, 4096);
       if (pages == 0) pages = (context + page_size - 1) / page_size;  // room for one full-length sequence
       state_->context_size = (int32_t)context;
       state_->kv = std::make_unique<KvCache>(KvCacheConfig{c.n_layer, (int32_t)pages, page_size, c.n_head_kv, c.head_dim,
                                                            kv_dtype == "f16" ? DType::F16 : DType::F32});
-      state_->pool = std::make_unique<ThreadPool>(threads);
     } catch (const ArgError& e) {
       throw Napi::RangeError::New(env, e.what());
     } catch (const std::exception& e) {
@@ -135,6 +135,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     Napi::Object types = Napi::Object::New(env);
     for (auto& [name, count] : m.weight_types()) types.Set(name, count);
     o.Set("weightTypes", types);
+    o.Set("packedBytes", (double)m.packed_bytes());
     const KvCacheConfig& kc = state_->kv->config();
     o.Set("kvPages", kc.num_pages);
     o.Set("pageSize", kc.page_size);

@@ -25,6 +25,7 @@
 #include "tessera/layouts.h"
 #include "tessera/ops.h"
 #include "tessera/threadpool.h"
+#include "../cpu/qmatmul.h"
 
 using namespace tessera;
 
@@ -801,6 +802,133 @@ void matmul_kquant_sweep(DType dt, uint64_t seed) {
 
 TEST_CASE(matmul_q4_k) { matmul_kquant_sweep(DType::Q4_K, 26); }
 TEST_CASE(matmul_q6_k) { matmul_kquant_sweep(DType::Q6_K, 27); }
+
+// ---------------------------------------------------------------------------------------------
+// The packed int8 path (native/cpu/qmatmul.h): VNNI tiles of q8_0 / q4_0 / q4_k / q6_k weights
+// times q8_0-rounded activations.
+// ---------------------------------------------------------------------------------------------
+
+// Random weights of a packable type: q8_0 / q4_0 from random floats, k-quants from random bytes.
+std::vector<uint8_t> random_packable(Rng& r, DType dt, int64_t n) {
+  if (dt == DType::Q4_K || dt == DType::Q6_K) return random_kquant(r, dt, n);
+  const std::vector<float> f = rand_vec(r, n);
+  std::vector<uint8_t> w((size_t)dtype_bytes(dt, n));
+  ref::convert(f.data(), DType::F32, w.data(), dt, n);
+  return w;
+}
+
+std::vector<float> dequant_rows(const cpu::QuantRows& q) {
+  std::vector<float> x(q.m * q.k);
+  for (int64_t i = 0; i < q.m * q.k; i++) x[i] = q.d[i / 32] * (float)q.q[i];
+  return x;
+}
+
+TEST_CASE(quantize_rows_exact) {
+  Rng r(91);
+  for (const int64_t k : {32, 64, 768}) {
+    const int64_t m = 5;
+    std::vector<float> x = rand_vec(r, m * k, -3.f, 3.f);
+    // Block 0 of row 0 hits exact rounding ties: max 127 gives d = 1, and halves must round away
+    // from zero like roundf; row 1 block 0 is all zero (d = 0).
+    for (int j = 0; j < 32; j++) x[j] = j == 0 ? 127.f : (float)(j - 16) + 0.5f;
+    for (int j = 0; j < 32; j++) x[k + j] = 0.f;
+    cpu::QuantRows want, got;
+    cpu::quantize_rows_ref(x.data(), m, k, want);
+    for (const int32_t j : {1, 2, 15, 16, 17})
+      EXPECT(want.q[j] == (int8_t)std::roundf(x[j]), "ref tie at %d: %d", j, (int)want.q[j]);
+    for_each_backend([&](const std::string& be, ThreadPool& pool) {
+      cpu::quantize_rows(&pool, x.data(), m, k, got);
+      EXPECT(got.q == want.q, "%s k=%lld: codes differ", be.c_str(), (long long)k);
+      EXPECT(got.d == want.d && got.s32 == want.s32 && got.s16 == want.s16 && got.ds == want.ds,
+             "%s k=%lld: scales or sums differ", be.c_str(), (long long)k);
+    });
+  }
+}
+
+void check_packed_case(DType dt, int64_t m, int64_t n, int64_t k, Rng& r) {
+  const std::string name = dtype_info(dt).name;
+  const std::vector<float> x = rand_vec(r, m * k);
+  const std::vector<uint8_t> w = random_packable(r, dt, n * k);
+  std::unique_ptr<cpu::PackedWeight> pw = cpu::pack_weight(w.data(), dt, n, k);
+  EXPECT(pw != nullptr, "pack %s n=%lld k=%lld failed", name.c_str(), (long long)n, (long long)k);
+  if (!pw) return;
+  cpu::QuantRows xq;
+  cpu::quantize_rows_ref(x.data(), m, k, xq);
+  const std::vector<float> xd = dequant_rows(xq);
+  // 1. The layout: the values the packed bytes encode, times the rounded x, equal ref::matmul on
+  //    the original rows (exactly for q8_0 / q4_0; k-quants round d*sc and dmin*m to f16).
+  std::vector<float> want = nan_vec(m * n), packed_ref = nan_vec(m * n);
+  ref::matmul(xd.data(), w.data(), dt, want.data(), m, n, k);
+  cpu::packed_matmul_ref(*pw, xq, packed_ref.data(), n);
+  std::vector<float> wf(n * k);
+  ref::convert(w.data(), dt, wf.data(), DType::F32, n * k);
+  std::vector<double> scale(m * n);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double s = 0.0;
+      for (int64_t l = 0; l < k; ++l) s += std::fabs((double)xd[i * k + l] * wf[j * k + l]);
+      scale[i * n + j] = s + 1e-12;
+    }
+  const bool kq = dt == DType::Q4_K || dt == DType::Q6_K;
+  // k-quant mins make |w| a loose bound for q4_k: allow the f16 rounding of d*sc*q and dmin*m.
+  EXPECT_CLOSE(strf("packed layout %s m=%lld n=%lld k=%lld", name.c_str(), (long long)m, (long long)n, (long long)k),
+               "packed_layout_" + name, packed_ref.data(), want.data(), m * n, kq ? 2e-3 : 1e-6,
+               [&](int64_t i) { return scale[i]; });
+  // 2. The kernels, through matmul_multi with the original rows as well (the packed copy wins
+  //    while the int8 path is active), next to an unpacked f16 job sharing x.
+  if (!cpu::int8_path_supported()) return;
+  const std::vector<float> wh = rand_vec(r, 24 * k);
+  std::vector<uint16_t> wh16(24 * k);
+  ref::convert(wh.data(), DType::F32, wh16.data(), DType::F16, 24 * k);
+  std::vector<float> want_h(m * 24);
+  ref::matmul(m <= 3 ? x.data() : x.data(), wh16.data(), DType::F16, want_h.data(), m, 24, k);
+  for (ThreadPool* pool : {g_pool1.get(), g_pool3.get()}) {
+    set_active_isa(CpuIsa::Avx512);
+    std::vector<float> y = nan_vec(m * n), yh = nan_vec(m * 24);
+    const cpu::MatmulJob jobs[2] = {{w.data(), dt, y.data(), n, pw.get()}, {wh16.data(), DType::F16, yh.data(), 24}};
+    cpu::matmul_multi(*pool, x.data(), m, k, jobs, 2, /*quantize_x=*/true);
+    EXPECT_CLOSE(strf("packed kernel %s pool %d m=%lld n=%lld k=%lld", name.c_str(), pool->size(), (long long)m, (long long)n,
+                      (long long)k),
+                 "packed_kernel_" + name, y.data(), packed_ref.data(), m * n, 2e-6, [&](int64_t i) { return scale[i]; });
+    EXPECT_CLOSE(strf("f16 job beside packed m=%lld k=%lld", (long long)m, (long long)k), "packed_f16_beside", yh.data(),
+                 want_h.data(), m * 24, 2e-5, [&](int64_t) { return (double)k; });
+  }
+  // With the int8 path off (AVX2 kernels), the same jobs use the original rows.
+  set_active_isa(CpuIsa::Avx2);
+  std::vector<float> y2 = nan_vec(m * n);
+  const cpu::MatmulJob job{w.data(), dt, y2.data(), n, pw.get()};
+  cpu::matmul_multi(*g_pool1, x.data(), m, k, &job, 1, true);
+  std::vector<float> want2(m * n);
+  ref::matmul((m <= 3 && !kq) ? xd.data() : x.data(), w.data(), dt, want2.data(), m, n, k);
+  EXPECT_CLOSE(strf("packed weight, int8 path off, %s m=%lld", name.c_str(), (long long)m), "packed_off_" + name,
+               y2.data(), want2.data(), m * n, 2e-5, [&](int64_t) { return (double)k; });
+  set_active_isa(best_isa());
+}
+
+TEST_CASE(packed_matmul) {
+  Rng r(92);
+  for (const DType dt : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
+    const bool kq = dt == DType::Q4_K || dt == DType::Q6_K;
+    const std::vector<int64_t> ks = kq ? std::vector<int64_t>{256, 768} : std::vector<int64_t>{32, 96, 768};
+    for (const int64_t m : {1, 2, 3, 4, 7, 8, 9, 20})
+      for (const int64_t n : {1, 16, 33})
+        for (const int64_t k : ks) check_packed_case(dt, m, n, k, r);
+    check_packed_case(dt, 41, 300, 512, r);  // many tiles over several threads, several row blocks
+  }
+}
+
+TEST_CASE(pack_weight_refuses_unrepresentable_scales) {
+  // q6_k with d = 65504 (f16 max) and a scale of 127: d*sc does not fit in f16.
+  std::vector<BlockQ6_K> w(1);
+  std::memset(w.data(), 0, sizeof(BlockQ6_K));
+  w[0].d = 0x7bff;
+  w[0].scales[3] = 127;
+  EXPECT(cpu::pack_weight(w.data(), DType::Q6_K, 1, 256) == nullptr, "q6_k overflow packed");
+  w[0].scales[3] = 1;
+  EXPECT(cpu::pack_weight(w.data(), DType::Q6_K, 1, 256) != nullptr, "q6_k in range refused");
+  EXPECT(cpu::pack_weight(w.data(), DType::F16, 1, 256) == nullptr, "f16 is not packable");
+  EXPECT(cpu::pack_weight(w.data(), DType::Q6_K, 1, 255) == nullptr, "k not a multiple of 256 packed");
+}
 
 // ---------------------------------------------------------------------------------------------
 // rmsnorm, softmax, swiglu

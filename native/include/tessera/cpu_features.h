@@ -9,7 +9,7 @@ enum class CpuIsa { Scalar = 0, Avx2 = 1, Avx512 = 2, Neon = 3 };
 
 struct CpuFeatures {
   bool avx2 = false, fma = false, f16c = false;
-  bool avx512f = false, avx512bw = false, avx512vl = false;
+  bool avx512f = false, avx512bw = false, avx512vl = false, avx512vnni = false;
   bool neon = false;
 };
 

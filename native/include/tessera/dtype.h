@@ -93,6 +93,15 @@ struct BlockQ6_K {
   int8_t scales[16];  // 8-bit sub-block scales
   uint16_t d;         // f16 super-block scale
 };
+// The 6-bit scale and min of each Q4_K sub-block (ggml's get_scale_min_k4, as documented above).
+TS_HD void q4_k_scales(const uint8_t* s, uint8_t sc[8], uint8_t m[8]) {
+  for (int j = 0; j < 4; j++) {
+    sc[j] = s[j] & 63;
+    m[j] = s[j + 4] & 63;
+    sc[j + 4] = (uint8_t)((s[j + 8] & 15) | ((s[j] >> 6) << 4));
+    m[j + 4] = (uint8_t)((s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4));
+  }
+}
 static_assert(sizeof(BlockQ4_K) == 144, "q4_k block is 144 bytes");
 static_assert(sizeof(BlockQ6_K) == 210, "q6_k block is 210 bytes");
 

@@ -241,6 +241,10 @@ class GgufFile {
   const GgufTensor* find_tensor(const std::string& name) const;
   // Throws GgufError when there is no tensor `name`.
   const GgufTensor& tensor(const std::string& name) const;
+  // Says the mapped bytes [p, p + n) will not be read soon (a repacked copy replaces them): their
+  // whole pages leave the process's resident set and are read from the file again if touched.
+  // A no-op for in-memory files and on Windows.
+  void drop_pages(const void* p, size_t n) const;
 
  private:
   friend class GgufParser;

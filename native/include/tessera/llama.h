@@ -38,6 +38,9 @@ struct Weight {
   DType dtype = DType::F32;
   int64_t n = 0, k = 0;
   std::string name;
+  // The same matrix repacked for the int8 path (native/cpu/qmatmul.h), when this CPU has one.
+  std::shared_ptr<const cpu::PackedWeight> packed;
+  cpu::MatmulJob job(float* y) const { return {data, dtype, y, n, packed.get()}; }
 };
 
 struct LlamaLayer {
@@ -61,8 +64,12 @@ struct ForwardBatch {
 class LlamaModel {
  public:
   // Takes ownership of the parsed file; validates architecture, hyper-parameters and every tensor
-  // (names, shapes, types) and throws std::runtime_error naming the problem.
-  explicit LlamaModel(std::unique_ptr<GgufFile> file);
+  // (names, shapes, types) and throws std::runtime_error naming the problem. On CPUs with the int8
+  // path (AVX512-VNNI, and the AVX-512 kernel set active) quantised matrices are repacked once,
+  // in parallel on `pool` when given, and their mapped pages are dropped.
+  explicit LlamaModel(std::unique_ptr<GgufFile> file, ThreadPool* pool = nullptr);
+  // Bytes of repacked weights held in memory (0 when nothing was repacked).
+  int64_t packed_bytes() const { return packed_bytes_; }
 
   const LlamaConfig& config() const { return cfg_; }
   const GgufFile& file() const { return *file_; }
@@ -85,6 +92,7 @@ class LlamaModel {
   Weight tok_embd_, output_;
   std::vector<float> output_norm_;
   std::vector<LlamaLayer> layers_;
+  int64_t packed_bytes_ = 0;
 };
 
 }  // namespace tessera

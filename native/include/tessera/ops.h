@@ -66,17 +66,22 @@ TESSERA_OP_SIGNATURES(TESSERA_NO_CTX)
 namespace cpu {
 TESSERA_OP_SIGNATURES(TESSERA_CPU_CTX)
 
-// One weight of a fused matmul: y (m, n) = x (m, k) · wᵀ.
+struct PackedWeight;  // native/cpu/qmatmul.h
+
+// One weight of a fused matmul: y (m, n) = x (m, k) · wᵀ. `packed`, when set, is the same weight
+// repacked for the int8 path (pack_weight) and is used instead of w while that path is active.
 struct MatmulJob {
   const void* w;
   DType w_dtype;
   float* y;
   int64_t n;
+  const PackedWeight* packed = nullptr;
 };
 // Several matmuls sharing x in one parallel loop (at most 8 jobs): saves a thread-pool round trip
-// per extra weight, which matters in decode steps. With quantize_x, rows of x (when there are at
-// most 3) are quantised to q8_0 once and q8_0 / q4_0 weights use integer dot products, as
-// llama.cpp does: the result is ref::matmul of the q8_0-rounded x (other weight types unchanged).
+// per extra weight, which matters in decode steps. With quantize_x, quantised weights use integer
+// arithmetic on x rounded to q8_0 blocks, as llama.cpp does: the result is ref::matmul of the
+// q8_0-rounded x. On AVX512-VNNI CPUs that holds for every row count and packed q8_0 / q4_0 / q4_k /
+// q6_k weight; otherwise for q8_0 / q4_0 rows when x has at most 3 rows (other cases use f32 x).
 void matmul_multi(ThreadPool& pool, const float* x, int64_t m, int64_t k, const MatmulJob* jobs, int count,
                   bool quantize_x = false);
 }
