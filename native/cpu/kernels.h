@@ -40,6 +40,9 @@ struct Kernels {
   void (*q6_k_to_f32)(const BlockQ6_K* x, float* y, int64_t n);
   // x[i] = exp(x[i] - max) in place (exactly 0 where x[i] is -inf); returns the sum (softmax).
   float (*exp_sum)(float* x, int64_t n, float max);
+  // f32 -> f16 rows (round to nearest even; KV cache writes) and y = silu(g) * u (the FFN).
+  void (*f32_to_f16)(const float* x, uint16_t* y, int64_t n);
+  void (*swiglu)(const float* g, const float* u, float* y, int64_t n);
 };
 
 // Integer dot products of q8_0-quantised activations with q8_0 / q4_0 weight rows (n % 32 == 0),

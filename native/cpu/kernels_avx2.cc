@@ -381,6 +381,24 @@ float exp_sum(float* x, int64_t n, float max) {
   return sum;
 }
 
+void f32_to_f16_row(const float* x, uint16_t* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128((__m128i*)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; i++) y[i] = f32_to_f16(x[i]);
+}
+
+void swiglu_row(const float* g, const float* u, float* y, int64_t n) {
+  const __m256 one = _mm256_set1_ps(1.f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 gv = _mm256_loadu_ps(g + i);
+    const __m256 silu = _mm256_div_ps(gv, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv))));
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(silu, _mm256_loadu_ps(u + i)));
+  }
+  for (; i < n; i++) y[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
 
 // Sum of the 32 int8 products x·y of one block as 8 int32 lanes -> float (llama.cpp's trick:
 // maddubs needs an unsigned operand, so multiply |x| by y carrying x's sign).
@@ -425,7 +443,7 @@ const Kernels kAvx2Kernels = {
     axpy_f16,        f16_to_f32_row,  bf16_to_f32_row, q8_0_to_f32_row, q4_0_to_f32_row,
     kNr,             gemm_panel,      dot_q4_k,        dot_q6_k,        q4_k_to_f32_row,
     q6_k_to_f32_row,
-    exp_sum,
+    exp_sum,         f32_to_f16_row,  swiglu_row,
 };
 
 }  // namespace tessera::cpu

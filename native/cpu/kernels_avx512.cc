@@ -354,6 +354,23 @@ float exp_sum(float* x, int64_t n, float max) {
   return _mm512_reduce_add_ps(acc);
 }
 
+void f32_to_f16_row(const float* x, uint16_t* y, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    _mm256_mask_storeu_epi16(y + i, m, _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, x + i), _MM_FROUND_TO_NEAREST_INT));
+  }
+}
+
+void swiglu_row(const float* g, const float* u, float* y, int64_t n) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    const __m512 gv = _mm512_maskz_loadu_ps(m, g + i);
+    const __m512 silu = _mm512_div_ps(gv, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), gv))));
+    _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(silu, _mm512_maskz_loadu_ps(m, u + i)));
+  }
+}
+
 }  // namespace
 
 const Kernels kAvx512Kernels = {
@@ -361,7 +378,7 @@ const Kernels kAvx512Kernels = {
     axpy_f16,        f16_to_f32_row,  bf16_to_f32_row, q8_0_to_f32_row, q4_0_to_f32_row,
     kNr,             gemm_panel,      dot_q4_k,        dot_q6_k,        q4_k_to_f32_row,
     q6_k_to_f32_row,
-    exp_sum,
+    exp_sum,         f32_to_f16_row,  swiglu_row,
 };
 
 }  // namespace tessera::cpu

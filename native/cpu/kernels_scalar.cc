@@ -208,6 +208,14 @@ float exp_sum(float* x, int64_t n, float max) {
   return sum;
 }
 
+void f32_to_f16_row(const float* x, uint16_t* y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = f32_to_f16(x[i]);
+}
+
+void swiglu_row(const float* g, const float* u, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; i++) y[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
 }  // namespace
 
 float dot_q8_0_q8_0_scalar(const BlockQ8_0* x, const BlockQ8_0* w, int64_t n) {
@@ -238,7 +246,7 @@ const Kernels kScalarKernels = {
     axpy_f16,        f16_to_f32_row,  bf16_to_f32_row, q8_0_to_f32_row, q4_0_to_f32_row,
     kNr,             gemm_panel,      dot_q4_k,        dot_q6_k,        q4_k_to_f32_row,
     q6_k_to_f32_row,
-    exp_sum,
+    exp_sum,         f32_to_f16_row,  swiglu_row,
 };
 
 }  // namespace tessera::cpu

@@ -1,6 +1,7 @@
 // kv_append: writes new K/V rows (f32) into their page slots, converting to the pool's dtype.
 #include <cstring>
 
+#include "kernels.h"
 #include "tessera/ops.h"
 #include "tessera/threadpool.h"
 
@@ -9,6 +10,7 @@ namespace tessera::cpu {
 void kv_append(ThreadPool& pool, const float* k, const float* v, const int32_t* batch_indices,
                const int32_t* positions, int64_t tokens, const PagedKv& kv) {
   const int32_t H = kv.n_kv_heads, D = kv.head_dim;
+  const Kernels& K = kernels();
   // k, v (tokens, H, D) -> pages (num_pages, page_size, H, D)
   pool.parallel_for(tokens, 16, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; t++) {
@@ -18,10 +20,8 @@ void kv_append(ThreadPool& pool, const float* k, const float* v, const int32_t* 
       if (kv.kv_dtype == DType::F16) {
         uint16_t* kd = static_cast<uint16_t*>(kv.k_pages) + dst;
         uint16_t* vd = static_cast<uint16_t*>(kv.v_pages) + dst;
-        for (int64_t e = 0; e < (int64_t)H * D; e++) {
-          kd[e] = f32_to_f16(ks[e]);
-          vd[e] = f32_to_f16(vs[e]);
-        }
+        K.f32_to_f16(ks, kd, (int64_t)H * D);
+        K.f32_to_f16(vs, vd, (int64_t)H * D);
       } else {
         std::memcpy(static_cast<float*>(kv.k_pages) + dst, ks, sizeof(float) * H * D);
         std::memcpy(static_cast<float*>(kv.v_pages) + dst, vs, sizeof(float) * H * D);

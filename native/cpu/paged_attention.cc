@@ -32,11 +32,12 @@ void run(ThreadPool& pool, const float* q, const int32_t* qo_indptr, const Paged
   // q (Tq, Hq, D); K/V (num_pages, page_size, Hkv, D)
 
   // Sequences with many query rows (prefill, tree verify) go through the blocked GEMM path in
-  // items of (sequence, kv head, block of tokens); the rest (decode) attend one query at a time.
+  // items of (sequence, kv head, range of query blocks): a range packs the keys it needs once;
+  // the rest (decode) attend one query at a time.
   const int32_t block_tokens = std::max(1, kBlockRows / group);
-  struct Item { int32_t b, hk, i0, i1; };
-  std::vector<Item> blocked;
   std::vector<int32_t> single;  // sequences done per query
+  std::vector<int32_t> multi;
+  int32_t max_blocks = 0;
   for (int32_t b = 0; b < kv.batch; b++) {
     const int32_t nq = qo_indptr[b + 1] - qo_indptr[b];
     if (nq == 0) continue;
@@ -44,35 +45,51 @@ void run(ThreadPool& pool, const float* q, const int32_t* qo_indptr, const Paged
       single.push_back(b);
       continue;
     }
+    multi.push_back(b);
+    max_blocks = std::max(max_blocks, (nq + block_tokens - 1) / block_tokens);
+  }
+  const int32_t range_tokens = block_tokens * blocks_per_item((int64_t)multi.size() * Hkv, max_blocks, pool.size());
+  struct Item { int32_t b, hk, i0, i1; };
+  std::vector<Item> blocked;
+  for (int32_t b : multi) {
+    const int32_t nq = qo_indptr[b + 1] - qo_indptr[b];
     for (int32_t hk = 0; hk < Hkv; hk++)
-      for (int32_t i0 = 0; i0 < nq; i0 += block_tokens) blocked.push_back({b, hk, i0, std::min(nq, i0 + block_tokens)});
+      for (int32_t i0 = 0; i0 < nq; i0 += range_tokens) blocked.push_back({b, hk, i0, std::min(nq, i0 + range_tokens)});
   }
 
   pool.parallel_for((int64_t)blocked.size(), 1, [&](int64_t w0, int64_t w1) {
     thread_local std::vector<int64_t> rows;
     thread_local std::vector<float> qs;
+    thread_local PackedKvRows pk;
     for (int64_t w = w0; w < w1; w++) {
       const Item it = blocked[w];
       const int32_t nq = qo_indptr[it.b + 1] - qo_indptr[it.b];
       const int32_t L = kv.seq_len(it.b), prefix = L - nq;
-      const int32_t nk = tree ? L : prefix + it.i1;
-      const int32_t M = (it.i1 - it.i0) * group;
-      key_offsets(kv, it.b, it.hk, nk, rows);
-      auto qrow = [&](int32_t r) {
-        const int64_t t = qo_indptr[it.b] + it.i0 + r / group;
-        return (t * Hq + it.hk * group + r % group) * D;
-      };
-      qs.resize((size_t)M * D);
-      for (int32_t r = 0; r < M; r++) std::copy_n(q + qrow(r), D, qs.data() + (size_t)r * D);
+      const int32_t nk_all = tree ? L : prefix + it.i1;
+      key_offsets(kv, it.b, it.hk, nk_all, rows);
+      pack_kv<KV>(Kn, D, nk_all, [&](int32_t j) { return kp + rows[j]; }, [&](int32_t j) { return vp + rows[j]; }, pk);
       const uint8_t* mask = tree ? tree->mask + tree->indptr[it.b] : nullptr;
-      attend_block<KV>(
-          Kn, qs.data(), M, D, s.scale, nk, [&](int32_t j) { return kp + rows[j]; }, [&](int32_t j) { return vp + rows[j]; },
-          [&](int32_t r, int32_t j) {
-            const int32_t i = it.i0 + r / group;
-            if (j < prefix) return true;
-            return mask ? mask[(int64_t)i * nq + (j - prefix)] != 0 : j <= prefix + i;
-          },
-          [&](int32_t r) { return o + qrow(r); });
+      for (int32_t i0 = it.i0; i0 < it.i1; i0 += block_tokens) {
+        const int32_t i1 = std::min(it.i1, i0 + block_tokens);
+        const int32_t nk = tree ? L : prefix + i1;
+        const int32_t M = (i1 - i0) * group;
+        auto qrow = [&](int32_t r) {
+          const int64_t t = qo_indptr[it.b] + i0 + r / group;
+          return (t * Hq + it.hk * group + r % group) * D;
+        };
+        qs.resize((size_t)M * D);
+        for (int32_t r = 0; r < M; r++) std::copy_n(q + qrow(r), D, qs.data() + (size_t)r * D);
+        if (mask) {
+          attend_packed(
+              Kn, qs.data(), M, D, s.scale, pk, nk, [&](int32_t) { return nk; },
+              [&](int32_t r, int32_t j) { return j < prefix || mask[(int64_t)(i0 + r / group) * nq + (j - prefix)] != 0; },
+              [&](int32_t r) { return o + qrow(r); });
+        } else {
+          attend_packed(
+              Kn, qs.data(), M, D, s.scale, pk, nk, [&](int32_t r) { return prefix + i0 + r / group + 1; },
+              [](int32_t, int32_t) { return true; }, [&](int32_t r) { return o + qrow(r); });
+        }
+      }
     }
   });
 

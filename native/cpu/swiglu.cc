@@ -2,18 +2,15 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels.h"
 #include "tessera/ops.h"
 #include "tessera/threadpool.h"
 
 namespace tessera::cpu {
 
 void swiglu(ThreadPool& pool, const float* gate, const float* up, float* y, int64_t n) {
-  pool.parallel_for(n, 16384, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; i++) {
-      const float g = gate[i];
-      y[i] = g / (1.0f + std::exp(-g)) * up[i];
-    }
-  });
+  const Kernels& K = kernels();
+  pool.parallel_for(n, 16384, [&](int64_t i0, int64_t i1) { K.swiglu(gate + i0, up + i0, y + i0, i1 - i0); });
 }
 
 }  // namespace tessera::cpu

@@ -991,6 +991,7 @@ TEST_CASE(swiglu) {
   for (const int64_t n : {1, 3, 7, 8, 15, 17, 31, 33, 1000, 4099}) {
     std::vector<float> g = rand_vec(r, n);
     for (int64_t i = 0; i < n; i += 3) g[i] *= 12.f;  // exp over a wider range
+    if (n >= 8) g[5] = 100.f, g[6] = -100.f, g[7] = -1e30f;  // past the exp clamps
     const std::vector<float> u = rand_vec(r, n);
     std::vector<float> want = nan_vec(n);
     ref::swiglu(g.data(), u.data(), want.data(), n);
@@ -1123,7 +1124,7 @@ VarlenCase make_varlen(Rng& r, const std::vector<int32_t>& lens, const HeadCfg& 
 TEST_CASE(varlen_attention) {
   Rng r(51);
   const std::vector<std::vector<int32_t>> batches = {
-      {0, 1, 7, 33, 100}, {1}, {0}, {5, 0, 0, 3}, {64}, {2, 129}, {17, 1, 0, 1, 9}};
+      {0, 1, 7, 33, 100}, {1}, {0}, {5, 0, 0, 3}, {64}, {2, 129}, {17, 1, 0, 1, 9}, {300}};
   int variant = 0;
   for (const HeadCfg& h : kVarlenHeads)
     for (const auto& lens : batches) {
