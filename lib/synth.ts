@@ -17,8 +17,11 @@ export interface SyntheticModelOptions {
   kvHeads?: number;
   ff?: number;
   context?: number;
-  /** 2-D weight type. Default 'f16'. */
-  dtype?: 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0';
+  /**
+   * 2-D weight type. Default 'f16'. k-quants (q4_k, q6_k) need rows that are multiples of 256;
+   * a tensor whose rows are not is written in f16, as llama.cpp's quantizer does.
+   */
+  dtype?: 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_k' | 'q6_k';
   /** GGUF whose tokenizer (tokenizer.* keys) the model uses; its token count is the vocabulary size. */
   vocabFrom: string;
   seed?: number;
@@ -46,7 +49,8 @@ export async function writeSyntheticModel(path: string, options: SyntheticModelO
   const pick = (k: 'dim' | 'layers' | 'heads' | 'kvHeads' | 'ff' | 'context', def?: number) =>
     checkInteger(where, k, options[k] ?? base?.[k] ?? def, 1, 1 << 20);
   const dtype = options.dtype ?? 'f16';
-  if (!['f32', 'f16', 'bf16', 'q8_0', 'q4_0'].includes(dtype)) throw typeError(where, 'dtype', 'f32, f16, bf16, q8_0 or q4_0', dtype);
+  if (!['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_k', 'q6_k'].includes(dtype))
+    throw typeError(where, 'dtype', 'f32, f16, bf16, q8_0, q4_0, q4_k or q6_k', dtype);
   const dim = pick('dim');
   const heads = pick('heads');
   const arch = options.arch ?? 'llama';

@@ -49,9 +49,11 @@ describe('TypeScript layer: wrong dtypes', () => {
     expectThrow(() => ops.matmul(Tensor.zeros([2, 32], 'i32'), f32t([4, 32])), TypeError, /\bx\b/, /f32/, /i32/);
     expectThrow(() => ops.matmul(f32t([2, 32]), Tensor.zeros([4, 32], 'i32')), TypeError, /\bw\b/);
     expectThrow(() => ops.matmul(f32t([2, 32]), Tensor.zeros([4, 32], 'u8')), TypeError, /\bw\b/);
-    // q6_k is a weight type now; a k-quant is not a convert target.
     expect(ops.matmul(f32t([2, 256]), Tensor.zeros([4, 256], 'q6_k')).shape).toEqual([2, 4]);
-    expectThrow(() => ops.convert(f32t([2, 256]), 'q4_k' as never), TypeError, /dtype/);
+    // k-quants are convert targets, in whole super-blocks of 256; i32 is not a target.
+    expect(ops.convert(f32t([2, 256]), 'q4_k').dtype).toBe('q4_k');
+    expectThrow(() => ops.convert(f32t([2, 64]), 'q6_k'), RangeError, /256/);
+    expectThrow(() => ops.convert(f32t([2, 256]), 'i32' as never), TypeError, /dtype/);
   });
 
   it('non-tensors', () => {

@@ -3,9 +3,11 @@
 // plus a few cross-checks against ops.reference (the native float64 oracle) and mutation checks
 // showing the comparisons catch a dropped causal mask or an off-by-one page table.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Tensor, CONVERT_DTYPES as WEIGHT_DTYPES, backends, ops, type ConvertDType as WeightDType } from '../dist/index.js';
-// k-quant weights (q4_k, q6_k) cannot be produced by ops.convert; the native test covers them with
-// hand-made and random blocks checked against ggml.
+import { Tensor, backends, ops } from '../dist/index.js';
+// The sweeps use the types with blocks of 32 (rows of any multiple of 32); k-quants (blocks of 256)
+// have their own convert test below, and the native test checks their decoding against ggml.
+const WEIGHT_DTYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'] as const;
+type WeightDType = (typeof WEIGHT_DTYPES)[number];
 import * as R from './reference';
 
 const RTOL = 1e-4;
@@ -384,6 +386,31 @@ describe('convert', () => {
       for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[blk * 32 + j]));
       const step = dtype === 'q8_0' ? amax / 127 : amax / 8;
       for (let j = 0; j < 32; j++) expect(Math.abs(back[blk * 32 + j] - x[blk * 32 + j])).toBeLessThanOrEqual(step * 1.01);
+    }
+  });
+
+  it.each(['q4_k', 'q6_k'] as const)('f32 -> %s: same bytes as the reference, error within half a step', (dtype) => {
+    const x = R.randomF32(rng, 4 * 256, -2, 2);
+    x.fill(0.5, 0, 256); // a constant super-block
+    for (let i = 512; i < 768; i++) x[i] = -Math.abs(x[i]); // all negative: q4_k needs mins
+    const t = Tensor.from(x, [4, 256]);
+    const q = ops.convert(t, dtype);
+    expect(q.byteLength).toBe(4 * (dtype === 'q4_k' ? 144 : 210));
+    expect(Array.from(q.data)).toEqual(Array.from(ops.reference.convert(t, dtype).data));
+    const back = f32(ops.convert(q, 'f32'));
+    // (decoding itself is checked against ggml's decoder in the native test)
+    expect(Array.from(back)).toEqual(Array.from(f32(ops.reference.convert(q, 'f32'))));
+    // Steps: q4_k (max - min) / 15 per sub-block of 32, q6_k max|x| / 31 per 16; scales are rounded
+    // up to whole multiples of the super-block scale, so allow a few percent on top of half a step.
+    const group = dtype === 'q4_k' ? 32 : 16;
+    for (let g = 0; g < x.length / group; g++) {
+      const v = Array.from(x.subarray(g * group, (g + 1) * group));
+      const lo = Math.min(...v, 0), hi = Math.max(...v);
+      const step = dtype === 'q4_k' ? (hi - lo) / 15 : Math.max(...v.map(Math.abs)) / 31;
+      for (let j = 0; j < group; j++) {
+        const err = Math.abs(back[g * group + j] - x[g * group + j]);
+        expect(err, `${dtype} element ${g * group + j}`).toBeLessThanOrEqual(0.5 * step * 1.2 + 1e-3 * step + 1e-7);
+      }
     }
   });
 

@@ -1,11 +1,12 @@
 // convert: dequantise any storage type (q4_k and q6_k included) to f32, and f32 to f16 / bf16 /
 // q8_0 / q4_0 with ggml's reference quantisers (so files we write match what llama.cpp would
-// write). There is no k-quant encoder.
+// write), and to q4_k / q6_k with the direct encoders of tessera/kquant_encode.h.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "kernels.h"
+#include "tessera/kquant_encode.h"
 #include "tessera/ops.h"
 #include "tessera/threadpool.h"
 
@@ -76,6 +77,12 @@ void convert(ThreadPool& pool, const void* src, DType st, void* dst, DType dt, i
         break;
       case DType::Q4_0:
         for (int64_t i = 0; i < cnt / 32; i++) quantize_q4_0(in + i * 32, static_cast<BlockQ4_0*>(d) + i);
+        break;
+      case DType::Q4_K:
+        for (int64_t i = 0; i < cnt / 256; i++) quantize_q4_k_block(in + i * 256, static_cast<BlockQ4_K*>(d) + i);
+        break;
+      case DType::Q6_K:
+        for (int64_t i = 0; i < cnt / 256; i++) quantize_q6_k_block(in + i * 256, static_cast<BlockQ6_K*>(d) + i);
         break;
       default: break;
     }

@@ -35,8 +35,9 @@ uint64_t write_synthetic_llama(const std::string& path, const SynthSpec& s) {
   if (s.heads % s.kv_heads != 0) throw_range("synthetic model: heads must be a multiple of kvHeads");
   if ((s.dim / s.heads) % 2 != 0) throw_range("synthetic model: head dimension must be even (rope)");
   switch (s.dtype) {
-    case DType::F32: case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0: break;
-    default: throw_type("synthetic model: dtype must be f32, f16, bf16, q8_0 or q4_0");
+    case DType::F32: case DType::F16: case DType::BF16: case DType::Q8_0: case DType::Q4_0: case DType::Q4_K:
+    case DType::Q6_K: break;
+    default: throw_type("synthetic model: dtype must be f32, f16, bf16, q8_0, q4_0, q4_k or q6_k");
   }
   if (s.arch != "llama" && s.arch != "qwen2") throw_range("synthetic model: arch must be llama or qwen2");
   if (!(s.weight_std > 0.f)) throw_range("synthetic model: weight std must be > 0");
@@ -54,7 +55,8 @@ uint64_t write_synthetic_llama(const std::string& path, const SynthSpec& s) {
   w.set_string("general.architecture", s.arch);
   w.set_string("general.name", s.name);
   const uint32_t file_type = s.dtype == DType::F32 ? 0 : s.dtype == DType::F16 ? 1 : s.dtype == DType::Q4_0 ? 2
-                           : s.dtype == DType::Q8_0 ? 7 : 32;  // llama_ftype
+                           : s.dtype == DType::Q8_0 ? 7 : s.dtype == DType::Q4_K ? 14 : s.dtype == DType::Q6_K ? 18
+                           : 32;  // llama_ftype (14: Q4_K_S, 18: Q6_K, 32: BF16)
   w.set_u32("general.file_type", file_type);
   w.set_u32(ak + "context_length", (uint32_t)s.context);
   w.set_u32(ak + "embedding_length", (uint32_t)s.dim);

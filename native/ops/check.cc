@@ -121,10 +121,10 @@ void check_convert(DType src, DType dst, int64_t n) {
   auto plain = [](DType t) {
     return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0 || t == DType::Q4_0;
   };
-  auto kquant = [](DType t) { return t == DType::Q4_K || t == DType::Q6_K; };  // decode only
-  if (!(dst == DType::F32 && (plain(src) || kquant(src))) && !(src == DType::F32 && plain(dst)))
+  auto kquant = [](DType t) { return t == DType::Q4_K || t == DType::Q6_K; };
+  if (!(dst == DType::F32 && (plain(src) || kquant(src))) && !(src == DType::F32 && (plain(dst) || kquant(dst))))
     throw_type(cat("convert supports any of f32/f16/bf16/q8_0/q4_0/q4_k/q6_k to f32 and f32 to any of "
-                   "f32/f16/bf16/q8_0/q4_0, not ",
+                   "them, not ",
                    dtype_info(src).name, " -> ", dtype_info(dst).name));
   const int32_t blk = std::max(dtype_info(src).block_elems, dtype_info(dst).block_elems);
   if (n % blk != 0) throw_range(cat("convert: element count ", n, " must be a multiple of ", blk));

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "tessera/dtype.h"
+#include "tessera/kquant_encode.h"
 #include "tessera/layouts.h"
 #include "tessera/ops.h"
 
@@ -331,6 +332,12 @@ void convert(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64
       break;
     case DType::Q8_0: quantize_q8_0(x, static_cast<BlockQ8_0*>(dst), n); break;
     case DType::Q4_0: quantize_q4_0(x, static_cast<BlockQ4_0*>(dst), n); break;
+    case DType::Q4_K:
+      for (int64_t b = 0; b < n / 256; ++b) quantize_q4_k_block(x + b * 256, static_cast<BlockQ4_K*>(dst) + b);
+      break;
+    case DType::Q6_K:
+      for (int64_t b = 0; b < n / 256; ++b) quantize_q6_k_block(x + b * 256, static_cast<BlockQ6_K*>(dst) + b);
+      break;
     default: break;
   }
 }

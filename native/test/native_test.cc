@@ -769,6 +769,56 @@ TEST_CASE(convert_kquant) {
   }
 }
 
+// f32 -> q4_k / q6_k (tessera/kquant_encode.h): cpu and ref give the same bytes, decoding is within
+// half a step (plus the rounding-up of scales) of the input, including constant, all-negative,
+// all-zero and huge-range super-blocks.
+TEST_CASE(encode_kquant) {
+  Rng r(14);
+  const int64_t n = 256 * 9;
+  std::vector<float> x = rand_vec(r, n, -2.f, 2.f);
+  std::fill(x.begin(), x.begin() + 256, 0.75f);                            // constant
+  for (int64_t i = 256; i < 512; ++i) x[i] = -std::fabs(x[i]) - 0.1f;    // all negative
+  std::fill(x.begin() + 512, x.begin() + 768, 0.f);                        // zeros
+  for (int64_t i = 768; i < 1024; ++i) x[i] *= (i % 32 == 0) ? 1000.f : 1e-3f;  // one big value per 32
+  for (const DType dt : {DType::Q4_K, DType::Q6_K}) {
+    std::vector<uint8_t> want((size_t)dtype_bytes(dt, n));
+    ref::convert(x.data(), DType::F32, want.data(), dt, n);
+    std::vector<float> back(n);
+    ref::convert(want.data(), dt, back.data(), DType::F32, n);
+    const int group = dt == DType::Q4_K ? 32 : 16;
+    for (int64_t g = 0; g < n / group; ++g) {
+      float lo = 0.f, hi = -INFINITY, amax = 0.f;
+      for (int l = 0; l < group; ++l) {
+        const float v = x[g * group + l];
+        lo = std::min(lo, v), hi = std::max(hi, v), amax = std::max(amax, std::fabs(v));
+      }
+      // the super-block's largest group step bounds the rounding-up of this group's scale
+      float big = 0.f;
+      const int64_t sb = g * group / 256;
+      for (int64_t h = sb * 256 / group; h < (sb + 1) * 256 / group; ++h) {
+        float l2 = 0.f, h2 = -INFINITY, a2 = 0.f;
+        for (int l = 0; l < group; ++l) {
+          const float v = x[h * group + l];
+          l2 = std::min(l2, v), h2 = std::max(h2, v), a2 = std::max(a2, std::fabs(v));
+        }
+        big = std::max(big, dt == DType::Q4_K ? (h2 - l2) / 15.f : a2 / 31.f);
+      }
+      const float step = dt == DType::Q4_K ? (hi - lo) / 15.f : amax / 31.f;
+      const float tol = 0.5f * step + (dt == DType::Q4_K ? 8.f : 1.f) * big / 63.f + 1e-6f;
+      for (int l = 0; l < group; ++l) {
+        const int64_t i = g * group + l;
+        EXPECT(std::fabs(back[i] - x[i]) <= tol, "%s element %lld: %g decodes to %g (tol %g)", dtype_info(dt).name,
+               (long long)i, x[i], back[i], tol);
+      }
+    }
+    for_each_backend([&](const std::string& be, ThreadPool& pool) {
+      std::vector<uint8_t> got(want.size());
+      cpu::convert(pool, x.data(), DType::F32, got.data(), dt, n);
+      EXPECT(got == want, "%s f32 -> %s differs from the reference encoder", be.c_str(), dtype_info(dt).name);
+    });
+  }
+}
+
 void check_matmul_kquant_case(DType dt, int64_t m, int64_t n, int64_t k, Rng& r) {
   const std::vector<float> x = rand_vec(r, m * k);
   const std::vector<uint8_t> w = random_kquant(r, dt, n * k);
@@ -1723,7 +1773,7 @@ TEST_CASE(check_matmul_rope_convert) {
                    [] { check_convert(DType::F32, DType::Q8_0, 33); });
   EXPECT_ARG_ERROR("convert f16->q8_0", NAMES("dtype", "f16", "q8_0", "convert"),
                    [] { check_convert(DType::F16, DType::Q8_0, 64); });
-  // k-quants: matmul weights with k % 256 == 0, convert to f32 only (no encoder).
+  // k-quants: matmul weights with k % 256 == 0; convert to and from f32 in whole super-blocks.
   EXPECT_NO_THROW("q4_k k=256", [] { check_matmul(DType::Q4_K, 256); });
   EXPECT_NO_THROW("q6_k k=768", [] { check_matmul(DType::Q6_K, 768); });
   EXPECT_ARG_ERROR("q4_k k=128", NAMES("k"), [] { check_matmul(DType::Q4_K, 128); });
@@ -1732,8 +1782,8 @@ TEST_CASE(check_matmul_rope_convert) {
   EXPECT_NO_THROW("convert q6_k->f32", [] { check_convert(DType::Q6_K, DType::F32, 256); });
   EXPECT_ARG_ERROR("convert q6_k->f32 n=320", NAMES("n", "block"),
                    [] { check_convert(DType::Q6_K, DType::F32, 320); });
-  EXPECT_ARG_ERROR("convert f32->q4_k", NAMES("dtype", "q4_k", "convert"),
-                   [] { check_convert(DType::F32, DType::Q4_K, 256); });
+  EXPECT_NO_THROW("convert f32->q4_k", [] { check_convert(DType::F32, DType::Q4_K, 256); });
+  EXPECT_ARG_ERROR("convert f32->q6_k n=32", NAMES("n", "256"), [] { check_convert(DType::F32, DType::Q6_K, 32); });
   EXPECT_ARG_ERROR("convert q4_k->f16", NAMES("dtype", "q4_k", "convert"),
                    [] { check_convert(DType::Q4_K, DType::F16, 256); });
   EXPECT_ARG_ERROR("convert q6_k->q4_k", NAMES("dtype", "q6_k", "convert"),

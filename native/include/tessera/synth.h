@@ -17,7 +17,7 @@ struct SynthSpec {
   int32_t vocab = 0;        // 0: the size of the vocabulary file's token list
   int32_t context = 2048;
   float rope_base = 10000.f, rms_eps = 1e-5f;
-  DType dtype = DType::F16;  // 2-D weights (f32, f16, bf16, q8_0, q4_0); norms stay f32
+  DType dtype = DType::F16;  // 2-D weights (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k); norms stay f32
   bool tied_output = false;
   uint64_t seed = 1;
   float weight_std = 0.02f;  // standard deviation of the (uniform) random weights
