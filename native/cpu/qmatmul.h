@@ -56,6 +56,11 @@ struct PackedWeight {
 
 // Whether this CPU has the instructions of the packed path (AVX512 F/BW/VL + VNNI).
 bool int8_path_supported();
+// AMX-INT8 for prefill (16+ activation rows): the CPU has it and the OS granted the tile state
+// (Linux arch_prctl). Used while enabled (TESSERA_AMX=0 turns it off; tests switch it).
+bool amx_supported();
+bool amx_enabled();
+void set_amx_enabled(bool on);
 // Whether matmul_multi uses packed weights right now: supported and the active kernel set is
 // AVX-512 (TESSERA_CPU_ISA=avx2 or set_active_isa turn it off, and the original rows are used).
 bool int8_path_active();
@@ -69,12 +74,17 @@ std::unique_ptr<PackedWeight> pack_weight(const void* w, DType t, int64_t n, int
 // to f16), plus the sums the kernels need. Rows are k apart in q.
 struct QuantRows {
   int64_t m = 0, k = 0;
+  // Each array holds a multiple of 16 rows; rows past m are zeros (AMX works on 16-row blocks).
   std::vector<int8_t> q;     // m * k
   std::vector<float> d;      // m * k/32
   std::vector<int32_t> s32;  // m * k/32: sum of q per 32
   std::vector<int32_t> s16;  // m * k/16: sum of q per 16
   std::vector<float> ds;     // m * k/32: d * s32 (the weight mins multiply it)
+  // q again as AMX A tiles, when the AMX kernel will run (else empty): for 16-row block rb and
+  // k-block b, 512 contiguous bytes qa[(rb * k/32 + b) * 512 + 32 r + j] = q[(16 rb + r) * k + 32 b + j].
+  std::vector<int8_t> qa;
   void resize(int64_t m_, int64_t k_);
+  void build_tiles();
 };
 // Scalar quantiser (the reference) and the dispatching one (AVX-512 when active); both give
 // identical bytes. k % 32 == 0.
@@ -90,6 +100,7 @@ void packed_matmul_tiles(const PackedWeight& w, const QuantRows& x, float* y, in
 void packed_matmul_ref(const PackedWeight& w, const QuantRows& x, float* y, int64_t ldy);
 
 #if defined(__x86_64__) || defined(_M_X64)
+void packed_matmul_tiles_amx(const PackedWeight& w, const QuantRows& x, float* y, int64_t ldy, int64_t t0, int64_t t1);
 void quantize_rows_avx512(const float* x, int64_t m, int64_t k, QuantRows& out, int64_t r0, int64_t r1);
 void packed_matmul_tiles_vnni(const PackedWeight& w, const QuantRows& x, float* y, int64_t ldy, int64_t t0, int64_t t1);
 #endif

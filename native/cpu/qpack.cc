@@ -1,5 +1,6 @@
 // Repacking of quantised weights into VNNI tiles, activation quantisation and the float64
 // reference of the packed path (see qmatmul.h for the layout).
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <new>
@@ -195,11 +196,27 @@ std::unique_ptr<PackedWeight> pack_weight(const void* w, DType t, int64_t n, int
 void QuantRows::resize(int64_t m_, int64_t k_) {
   m = m_;
   k = k_;
-  q.resize((size_t)(m * k));
-  d.resize((size_t)(m * k / 32));
-  s32.resize((size_t)(m * k / 32));
-  s16.resize((size_t)(m * k / 16));
-  ds.resize((size_t)(m * k / 32));
+  // Padded to a multiple of 16 rows of zeros (the AMX kernel computes whole 16-row blocks).
+  const int64_t mp = (m + 15) / 16 * 16;
+  auto fit = [&](auto& v, int64_t per_row) {
+    v.resize((size_t)(mp * per_row));
+    std::fill(v.begin() + m * per_row, v.end(), 0);
+  };
+  fit(q, k);
+  fit(d, k / 32);
+  fit(s32, k / 32);
+  fit(s16, k / 16);
+  fit(ds, k / 32);
+  qa.clear();
+}
+
+void QuantRows::build_tiles() {
+  const int64_t mp = (m + 15) / 16 * 16, nb = k / 32;
+  qa.resize((size_t)(mp * k));
+  for (int64_t rb = 0; rb < mp / 16; rb++)
+    for (int64_t b = 0; b < nb; b++)
+      for (int r = 0; r < 16; r++)
+        std::memcpy(&qa[(size_t)((rb * nb + b) * 512 + 32 * r)], &q[(size_t)((16 * rb + r) * k + 32 * b)], 32);
 }
 
 void quantize_rows_ref(const float* x, int64_t m, int64_t k, QuantRows& out) {
@@ -229,6 +246,7 @@ void quantize_rows(ThreadPool* pool, const float* x, int64_t m, int64_t k, Quant
     out.resize(m, k);
     if (pool != nullptr && m >= 8) pool->parallel_for(m, 4, [&](int64_t r0, int64_t r1) { quantize_rows_avx512(x, m, k, out, r0, r1); });
     else quantize_rows_avx512(x, m, k, out, 0, m);
+    if (m >= 16 && amx_enabled()) out.build_tiles();
     return;
   }
 #endif
@@ -236,8 +254,26 @@ void quantize_rows(ThreadPool* pool, const float* x, int64_t m, int64_t k, Quant
   quantize_rows_ref(x, m, k, out);
 }
 
+namespace {
+std::atomic<bool> g_amx_on{[] {
+  const char* e = std::getenv("TESSERA_AMX");
+  return !(e != nullptr && std::strcmp(e, "0") == 0);
+}()};
+}  // namespace
+
+bool amx_enabled() { return g_amx_on.load(std::memory_order_relaxed) && amx_supported(); }
+void set_amx_enabled(bool on) { g_amx_on.store(on); }
+
+#if !(defined(__x86_64__) || defined(_M_X64))
+bool amx_supported() { return false; }
+#endif
+
 void packed_matmul_tiles(const PackedWeight& w, const QuantRows& x, float* y, int64_t ldy, int64_t t0, int64_t t1) {
 #if defined(__x86_64__) || defined(_M_X64)
+  if (x.m >= 16 && amx_enabled() && (int64_t)x.qa.size() == (x.m + 15) / 16 * 16 * x.k) {
+    packed_matmul_tiles_amx(w, x, y, ldy, t0, t1);
+    return;
+  }
   if (int8_path_supported()) {
     packed_matmul_tiles_vnni(w, x, y, ldy, t0, t1);
     return;

@@ -932,17 +932,24 @@ void check_packed_case(DType dt, int64_t m, int64_t n, int64_t k, Rng& r) {
   ref::convert(wh.data(), DType::F32, wh16.data(), DType::F16, 24 * k);
   std::vector<float> want_h(m * 24);
   ref::matmul(m <= 3 ? x.data() : x.data(), wh16.data(), DType::F16, want_h.data(), m, 24, k);
-  for (ThreadPool* pool : {g_pool1.get(), g_pool3.get()}) {
-    set_active_isa(CpuIsa::Avx512);
-    std::vector<float> y = nan_vec(m * n), yh = nan_vec(m * 24);
-    const cpu::MatmulJob jobs[2] = {{w.data(), dt, y.data(), n, pw.get()}, {wh16.data(), DType::F16, yh.data(), 24}};
-    cpu::matmul_multi(*pool, x.data(), m, k, jobs, 2, /*quantize_x=*/true);
-    EXPECT_CLOSE(strf("packed kernel %s pool %d m=%lld n=%lld k=%lld", name.c_str(), pool->size(), (long long)m, (long long)n,
-                      (long long)k),
-                 "packed_kernel_" + name, y.data(), packed_ref.data(), m * n, 2e-6, [&](int64_t i) { return scale[i]; });
-    EXPECT_CLOSE(strf("f16 job beside packed m=%lld k=%lld", (long long)m, (long long)k), "packed_f16_beside", yh.data(),
-                 want_h.data(), m * 24, 2e-5, [&](int64_t) { return (double)k; });
+  // Both kernels: VNNI, and AMX for 16+ rows where the CPU has it.
+  for (const bool amx : {false, true}) {
+    if (amx && !cpu::amx_supported()) continue;
+    cpu::set_amx_enabled(amx);
+    const std::string kern = amx && m >= 16 ? "amx" : "vnni";
+    for (ThreadPool* pool : {g_pool1.get(), g_pool3.get()}) {
+      set_active_isa(CpuIsa::Avx512);
+      std::vector<float> y = nan_vec(m * n), yh = nan_vec(m * 24);
+      const cpu::MatmulJob jobs[2] = {{w.data(), dt, y.data(), n, pw.get()}, {wh16.data(), DType::F16, yh.data(), 24}};
+      cpu::matmul_multi(*pool, x.data(), m, k, jobs, 2, /*quantize_x=*/true);
+      EXPECT_CLOSE(strf("packed kernel (%s) %s pool %d m=%lld n=%lld k=%lld", kern.c_str(), name.c_str(), pool->size(),
+                        (long long)m, (long long)n, (long long)k),
+                   "packed_" + kern + "_" + name, y.data(), packed_ref.data(), m * n, 2e-6, [&](int64_t i) { return scale[i]; });
+      EXPECT_CLOSE(strf("f16 job beside packed m=%lld k=%lld", (long long)m, (long long)k), "packed_f16_beside", yh.data(),
+                   want_h.data(), m * 24, 2e-5, [&](int64_t) { return (double)k; });
+    }
   }
+  cpu::set_amx_enabled(true);
   // With the int8 path off (AVX2 kernels), the same jobs use the original rows.
   set_active_isa(CpuIsa::Avx2);
   std::vector<float> y2 = nan_vec(m * n);
@@ -964,6 +971,7 @@ TEST_CASE(packed_matmul) {
       for (const int64_t n : {1, 16, 33})
         for (const int64_t k : ks) check_packed_case(dt, m, n, k, r);
     check_packed_case(dt, 41, 300, 512, r);  // many tiles over several threads, several row blocks
+    check_packed_case(dt, 16, 17, 256, r);   // exactly one AMX row block
   }
 }
 
