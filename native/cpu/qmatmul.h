@@ -101,6 +101,9 @@ void packed_matmul_ref(const PackedWeight& w, const QuantRows& x, float* y, int6
 
 #if defined(__x86_64__) || defined(_M_X64)
 void packed_matmul_tiles_amx(const PackedWeight& w, const QuantRows& x, float* y, int64_t ldy, int64_t t0, int64_t t1);
+// Test hook (needs amx_supported()): runs the AMX kernel on a thread holding another tile
+// configuration, then on one holding none; true when each was left as it was.
+bool amx_thread_state_kept(const PackedWeight& w, const QuantRows& x, float* y);
 void quantize_rows_avx512(const float* x, int64_t m, int64_t k, QuantRows& out, int64_t r0, int64_t r1);
 void packed_matmul_tiles_vnni(const PackedWeight& w, const QuantRows& x, float* y, int64_t ldy, int64_t t0, int64_t t1);
 #endif

@@ -214,6 +214,26 @@ bool amx_supported() {
   return ok;
 }
 
+bool amx_thread_state_kept(const PackedWeight& w, const QuantRows& x, float* y) {
+  // 1. A thread with its own configuration keeps it.
+  TileConfig foreign, after;
+  foreign.palette_id = 1;
+  foreign.rows[0] = 5, foreign.colsb[0] = 12;
+  foreign.rows[6] = 3, foreign.colsb[6] = 40;
+  __asm__ __volatile__("" : : "r"(&foreign) : "memory");
+  _tile_loadconfig(&foreign);
+  packed_matmul_tiles_amx(w, x, y, w.n, 0, w.n_tiles);
+  _tile_storeconfig(&after);
+  __asm__ __volatile__("" : : "r"(&after) : "memory");
+  const bool kept = std::memcmp(&foreign, &after, sizeof(TileConfig)) == 0;
+  _tile_release();
+  // 2. A thread without one is left without one (tiles released).
+  packed_matmul_tiles_amx(w, x, y, w.n, 0, w.n_tiles);
+  _tile_storeconfig(&after);
+  __asm__ __volatile__("" : : "r"(&after) : "memory");
+  return kept && after.palette_id == 0;
+}
+
 void packed_matmul_tiles_amx(const PackedWeight& w, const QuantRows& x, float* y, int64_t ldy, int64_t t0, int64_t t1) {
   switch (w.dtype) {
     case DType::Q8_0: run_amx<kQ8_0>(w, x, y, ldy, t0, t1); break;

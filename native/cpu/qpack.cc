@@ -154,7 +154,7 @@ int packed_code(const PackedWeight& pw, const uint8_t* tile, int r, int64_t p) {
 
 }  // namespace
 
-PackedWeight::~PackedWeight() { std::free(data); }
+PackedWeight::~PackedWeight() { ::operator delete(data, std::align_val_t(64)); }
 
 bool int8_path_supported() {
 #if defined(__x86_64__) || defined(_M_X64)
@@ -180,8 +180,7 @@ std::unique_ptr<PackedWeight> pack_weight(const void* w, DType t, int64_t n, int
   pw->code_bytes = k / 32 * (ti.four_bit ? 256 : 512);
   const int64_t scale_bytes = k / ti.group * kTileRows * 2 * (ti.has_min ? 2 : 1);
   pw->tile_bytes = (pw->code_bytes + scale_bytes + 63) / 64 * 64;
-  pw->data = static_cast<uint8_t*>(std::aligned_alloc(64, (size_t)pw->bytes()));
-  if (pw->data == nullptr) throw std::bad_alloc();
+  pw->data = static_cast<uint8_t*>(::operator new((size_t)pw->bytes(), std::align_val_t(64)));
   std::atomic<bool> ok{true};
   auto run = [&](int64_t t0, int64_t t1) {
     for (int64_t tile = t0; tile < t1 && ok.load(std::memory_order_relaxed); tile++)

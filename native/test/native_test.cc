@@ -975,6 +975,30 @@ TEST_CASE(packed_matmul) {
   }
 }
 
+#if defined(__x86_64__) || defined(_M_X64)
+TEST_CASE(amx_leaves_thread_tile_state) {
+  if (!cpu::amx_supported()) {
+    printf("  (skipped: no AMX on this CPU or OS)\n");
+    return;
+  }
+  Rng r(93);
+  const int64_t m = 16, n = 32, k = 256;
+  const std::vector<float> x = rand_vec(r, m * k);
+  const std::vector<uint8_t> w = random_packable(r, DType::Q8_0, n * k);
+  std::unique_ptr<cpu::PackedWeight> pw = cpu::pack_weight(w.data(), DType::Q8_0, n, k);
+  set_active_isa(CpuIsa::Avx512);
+  cpu::set_amx_enabled(true);
+  cpu::QuantRows xq;
+  cpu::quantize_rows(nullptr, x.data(), m, k, xq);
+  std::vector<float> y(m * n), want(m * n);
+  EXPECT(cpu::amx_thread_state_kept(*pw, xq, y.data()), "the AMX kernel changed the thread's tile configuration");
+  cpu::packed_matmul_ref(*pw, xq, want.data(), n);
+  EXPECT_CLOSE("amx under a foreign configuration", "packed_amx_q8_0", y.data(), want.data(), m * n, 2e-6,
+               [&](int64_t) { return (double)k * 0.1; });
+  set_active_isa(best_isa());
+}
+#endif
+
 TEST_CASE(pack_weight_refuses_unrepresentable_scales) {
   // q6_k with d = 65504 (f16 max) and a scale of 127: d*sc does not fit in f16.
   std::vector<BlockQ6_K> w(1);
