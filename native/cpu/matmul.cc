@@ -4,6 +4,8 @@
 // Many rows (prefill): gemm_nr weight rows at a time are dequantised once into a per-thread
 // f32 panel (transposed: panel[p][j]) and multiplied by every row of x with the register-blocked
 // panel kernel; threads split the weight rows, so each weight byte is read once.
+// Weights repacked for the int8 path (MatmulJob::packed, qmatmul.h) skip both: x is rounded to
+// int8 once and threads split the packed 16-row tiles (VNNI kernel; AMX for 16+ rows).
 #include <algorithm>
 #include <vector>
 
