@@ -175,6 +175,7 @@ function doctor(json: boolean): void {
     `binary:        ${info.binary}`,
     `device in use: ${info.device}`,
     `cpu kernels:   ${info.isa} (supported: ${info.isas.join(', ')}; features: ${info.cpuFeatures || 'none detected'})`,
+    `int8 matmuls:  ${info.int8Path === 'none' ? "not packed (needs AVX512-VNNI and the avx512 kernels)" : `packed tiles, ${info.int8Path}`}`,
     `threads:       ${info.threads} of ${info.cores} cores`,
     `cuda:          ${info.cuda.compiled ? 'compiled in' : 'not compiled in'}; ${info.cuda.usable ? 'usable' : `not used: ${info.cuda.reason}`}`,
     ...info.cuda.devices.map((d) => `  gpu ${d.index}: ${d.name} (sm ${d.computeCapability}, ${(d.totalMemory / 2 ** 30).toFixed(1)} GiB)`),

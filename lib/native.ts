@@ -21,6 +21,8 @@ export interface NativeInfo {
   bestIsa: string;
   isas: string[];
   cpuFeatures: string;
+  /** How quantised weights are multiplied: packed int8 tiles (AMX for prefill + AVX512-VNNI), VNNI only, or not packed. */
+  int8Path: 'amx+vnni' | 'vnni' | 'none';
   threads: number;
   cores: number;
   cuda: {

@@ -320,6 +320,20 @@ describe('backends', () => {
     }
   });
 
+  it('the int8 path follows the CPU, TESSERA_CPU_ISA and TESSERA_AMX', () => {
+    const path8 = (env: Record<string, string>) => {
+      const r = node(`const t = require(${JSON.stringify(ROOT)}); console.log(t.nativeInfo().int8Path);`, env);
+      expect(r.status, r.stderr).toBe(0);
+      return r.stdout.trim();
+    };
+    const feats = ` ${backends()[0].cpuFeatures ?? ''} `;
+    const vnni = / avx512vnni /.test(feats) && backends()[0].isas!.includes('avx512');
+    expect(path8({ TESSERA_CPU_ISA: 'scalar' })).toBe('none');
+    expect(path8({ TESSERA_CPU_ISA: 'avx512', TESSERA_AMX: '0' })).toBe(vnni ? 'vnni' : 'none');
+    expect(['none', 'vnni', 'amx+vnni']).toContain(path8({}));
+    if (vnni) expect(path8({})).not.toBe('none');
+  });
+
   it('TESSERA_DEVICE is case-insensitive and "auto" falls back to the CPU', () => {
     for (const value of ['AUTO', ' cpu ', '']) {
       const r = node(`const t = require(${JSON.stringify(ROOT)}); console.log(t.activeDevice());`, { TESSERA_DEVICE: value });

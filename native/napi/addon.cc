@@ -7,6 +7,7 @@
 #include <cmath>
 #include <string>
 
+#include "../cpu/qmatmul.h"
 #include "tessera/check.h"
 #include "tessera/cpu_features.h"
 #include "tessera/cuda_api.h"
@@ -341,6 +342,9 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
     if (isa_supported(isa)) isas.Set(i++, isa_name(isa));
   o.Set("isas", isas);
   o.Set("cpuFeatures", cpu_feature_string());
+  // Quantised matmuls: packed int8 tiles with AMX for prefill and VNNI otherwise, VNNI only, or the
+  // kernel set's own dot products on the file's layout.
+  o.Set("int8Path", !cpu::int8_path_active() ? "none" : cpu::amx_enabled() ? "amx+vnni" : "vnni");
   o.Set("threads", default_pool().size());
   o.Set("cores", ThreadPool::available_cores());
 
