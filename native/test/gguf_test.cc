@@ -24,64 +24,19 @@
 #include <string>
 #include <vector>
 
+#include "harness.h"
 #include "tessera/dtype.h"
 #include "tessera/gguf.h"
 
 using namespace tessera;
+using namespace harness;
 namespace fs = std::filesystem;
 
 namespace {
 
 // ---------------------------------------------------------------------------------------------
-// Harness
+// Checks (the harness itself is harness.h)
 // ---------------------------------------------------------------------------------------------
-
-struct TestCase {
-  const char* name;
-  void (*fn)();
-};
-
-std::vector<TestCase>& registry() {
-  static std::vector<TestCase> tests;
-  return tests;
-}
-
-struct Registrar {
-  Registrar(const char* name, void (*fn)()) { registry().push_back({name, fn}); }
-};
-
-#define TEST_CASE(name)                                  \
-  void test_##name();                                    \
-  const Registrar registrar_##name(#name, &test_##name); \
-  void test_##name()
-
-int g_failures = 0;
-int64_t g_checks = 0;
-const int kMaxPrinted = 10;
-
-std::string strf(const char* fmt, ...) {
-  char buf[2048];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
-  va_end(ap);
-  return buf;
-}
-
-void fail(const char* file, int line, const std::string& msg) {
-  ++g_failures;
-  if (g_failures <= kMaxPrinted) {
-    printf("    FAIL %s:%d: %s\n", file, line, msg.c_str());
-  } else if (g_failures == kMaxPrinted + 1) {
-    printf("    (further failures of this test case not printed)\n");
-  }
-}
-
-#define EXPECT(cond, ...)                                                                  \
-  do {                                                                                     \
-    ++g_checks;                                                                            \
-    if (!(cond)) fail(__FILE__, __LINE__, std::string(#cond) + ": " + strf(__VA_ARGS__)); \
-  } while (0)
 
 // Runs fn, which must throw GgufError whose message contains every string of `needles`.
 void expect_gguf_error(const char* file, int line, const std::string& what, const std::vector<std::string>& needles,
@@ -902,32 +857,11 @@ int main(int argc, char** argv) {
                                        std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
   fs::create_directories(g_tmp);
 
-  int passed = 0, failed = 0;
-  for (const TestCase& t : registry()) {
-    g_failures = 0;
-    const auto s0 = std::chrono::steady_clock::now();
-    const int64_t c0 = g_checks;
-    try {
-      t.fn();
-    } catch (const std::exception& e) {
-      fail(__FILE__, __LINE__, strf("uncaught exception: %s", e.what()));
-    } catch (...) {
-      fail(__FILE__, __LINE__, "uncaught non-standard exception");
-    }
-    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s0).count();
-    if (g_failures == 0) {
-      ++passed;
-      printf("  ok   %-30s %7lld checks %8.1f ms\n", t.name, (long long)(g_checks - c0), ms);
-    } else {
-      ++failed;
-      printf("  FAIL %-30s %d of %lld checks failed %8.1f ms\n", t.name, g_failures, (long long)(g_checks - c0), ms);
-    }
-    fflush(stdout);
-  }
+  const Tally tally = run_registered();
   std::error_code ec;
   fs::remove_all(g_tmp, ec);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   printf("gguf: %lld checks in %.1f s\n", (long long)g_checks, secs);
-  printf("gguf: %d passed, %d failed\n", passed, failed);
-  return failed == 0 ? 0 : 1;
+  printf("gguf: %d passed, %d failed\n", tally.passed, tally.failed);
+  return tally.failed == 0 ? 0 : 1;
 }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "harness.h"
 #include "tessera/kv_cache.h"
 #include "tessera/llama.h"
 #include "tessera/threadpool.h"
@@ -18,31 +19,12 @@ using namespace tessera;
 
 namespace {
 
-int g_failed_checks = 0;
-std::vector<std::pair<std::string, bool>> g_results;
+harness::Tally g_tally;
 
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    if (!(cond)) {                                         \
-      g_failed_checks++;                                   \
-      std::printf("  FAIL %s:%d: %s  ", __FILE__, __LINE__, #cond); \
-      std::printf(__VA_ARGS__);                            \
-      std::printf("\n");                                   \
-    }                                                      \
-  } while (0)
+// CHECK(cond, fmt, ...): one counted check (harness.h's EXPECT).
+#define CHECK(cond, ...) EXPECT(cond, __VA_ARGS__)
 
-void run(const std::string& name, const std::function<void()>& body) {
-  const int before = g_failed_checks;
-  try {
-    body();
-  } catch (const std::exception& e) {
-    g_failed_checks++;
-    std::printf("  FAIL %s: exception: %s\n", name.c_str(), e.what());
-  }
-  const bool ok = g_failed_checks == before;
-  g_results.push_back({name, ok});
-  std::printf("%s %s\n", ok ? "ok  " : "FAIL", name.c_str());
-}
+void run(const std::string& name, const std::function<void()>& body) { harness::run_case(g_tally, name, body); }
 
 template <typename F>
 bool throws(F&& f) {
@@ -320,8 +302,6 @@ int main(int argc, char** argv) {
     });
   }
 
-  int passed = 0, failed = 0;
-  for (auto& r : g_results) (r.second ? passed : failed)++;
-  std::printf("model: %d passed, %d failed\n", passed, failed);
-  return failed == 0 ? 0 : 1;
+  std::printf("model: %d passed, %d failed\n", g_tally.passed, g_tally.failed);
+  return g_tally.failed == 0 ? 0 : 1;
 }

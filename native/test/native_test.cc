@@ -26,64 +26,16 @@
 #include "tessera/ops.h"
 #include "tessera/threadpool.h"
 #include "../cpu/qmatmul.h"
+#include "harness.h"
 
 using namespace tessera;
+using namespace harness;
 
 namespace {
 
 // ---------------------------------------------------------------------------------------------
-// Harness
+// Closeness checks (the harness itself is harness.h)
 // ---------------------------------------------------------------------------------------------
-
-struct TestCase {
-  const char* name;
-  void (*fn)();
-};
-
-std::vector<TestCase>& registry() {
-  static std::vector<TestCase> tests;
-  return tests;
-}
-
-struct Registrar {
-  Registrar(const char* name, void (*fn)()) { registry().push_back({name, fn}); }
-};
-
-#define TEST_CASE(name)                                   \
-  void test_##name();                                     \
-  const Registrar registrar_##name(#name, &test_##name);  \
-  void test_##name()
-
-int g_failures = 0;       // failed checks in the running test case
-int64_t g_checks = 0;     // checks run in total
-const int kMaxPrinted = 10;  // failure messages printed per test case
-
-std::string strf(const char* fmt, ...) {
-  char buf[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
-  va_end(ap);
-  return buf;
-}
-
-bool g_quiet = false;      // harness self-test: count failures without printing them
-
-void fail(const char* file, int line, const std::string& msg) {
-  ++g_failures;
-  if (g_quiet) return;
-  if (g_failures <= kMaxPrinted) {
-    printf("    FAIL %s:%d: %s\n", file, line, msg.c_str());
-  } else if (g_failures == kMaxPrinted + 1) {
-    printf("    (further failures of this test case not printed)\n");
-  }
-}
-
-#define EXPECT(cond, ...)                                                     \
-  do {                                                                        \
-    ++g_checks;                                                               \
-    if (!(cond)) fail(__FILE__, __LINE__, std::string(#cond) + ": " + strf(__VA_ARGS__)); \
-  } while (0)
 
 // Largest normalised error seen per metric (printed at the end, to judge the tolerances).
 std::map<std::string, std::pair<double, double>>& error_stats() {
@@ -1850,37 +1802,13 @@ int main() {
          skipped.empty() ? "none " : skipped.c_str());
   printf("native: thread pools: default (%d), 1, 3\n", def.size());
 
-  int passed = 0, failed = 0;
-  for (const TestCase& t : registry()) {
-    g_failures = 0;
-    const auto s0 = std::chrono::steady_clock::now();
-    const int64_t c0 = g_checks;
-    try {
-      t.fn();
-    } catch (const std::exception& e) {
-      fail(__FILE__, __LINE__, strf("uncaught exception: %s", e.what()));
-    } catch (...) {
-      fail(__FILE__, __LINE__, "uncaught non-standard exception");
-    }
-    set_active_isa(best_isa());
-    const double ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s0).count();
-    if (g_failures == 0) {
-      ++passed;
-      printf("  ok   %-28s %7lld checks %8.1f ms\n", t.name, (long long)(g_checks - c0), ms);
-    } else {
-      ++failed;
-      printf("  FAIL %-28s %d of %lld checks failed %8.1f ms\n", t.name, g_failures,
-             (long long)(g_checks - c0), ms);
-    }
-    fflush(stdout);
-  }
+  const Tally tally = run_registered([] { set_active_isa(best_isa()); });
   printf("native: largest normalised errors (metric: max seen / tolerance)\n");
   for (const auto& kv : error_stats())
     printf("    %-24s %.3g / %.3g\n", kv.first.c_str(), kv.second.first, kv.second.second);
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   printf("native: %lld checks in %.1f s\n", (long long)g_checks, secs);
-  printf("native: %d passed, %d failed\n", passed, failed);
-  return failed == 0 ? 0 : 1;
+  printf("native: %d passed, %d failed\n", tally.passed, tally.failed);
+  return tally.failed == 0 ? 0 : 1;
 }
