@@ -54,7 +54,13 @@ void ThreadPool::run_chunks() {
   for (;;) {
     const int64_t begin = next_.fetch_add(chunk_);
     if (begin >= n_) break;
-    (*fn_)(begin, std::min(n_, begin + chunk_));
+    try {
+      (*fn_)(begin, std::min(n_, begin + chunk_));
+    } catch (...) {  // an exception must not escape a worker thread (std::terminate)
+      std::lock_guard<std::mutex> lock(error_mu_);
+      if (!error_) error_ = std::current_exception();
+      next_.store(n_);  // hand out no more chunks
+    }
   }
 }
 
@@ -120,6 +126,11 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
     }
   }
   fn_ = nullptr;
+  if (error_) {
+    std::exception_ptr e;
+    std::swap(e, error_);
+    std::rethrow_exception(e);
+  }
 }
 
 namespace {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <new>
 #include <stdexcept>
 
 #include "../cpu/qmatmul.h"
@@ -138,7 +139,14 @@ LlamaModel::LlamaModel(std::unique_ptr<GgufFile> file, ThreadPool* pool) : file_
   if (cpu::int8_path_active()) {
     auto pack = [&](Weight& w, bool drop) {
       if (!cpu::packable(w.dtype)) return;
-      std::unique_ptr<cpu::PackedWeight> pw = cpu::pack_weight(w.data, w.dtype, w.n, w.k, pool);
+      std::unique_ptr<cpu::PackedWeight> pw;
+      try {
+        pw = cpu::pack_weight(w.data, w.dtype, w.n, w.k, pool);
+      } catch (const std::bad_alloc&) {
+        fail(*file_, "out of memory repacking tensor '" + w.name + "' (" +
+                         std::to_string(dtype_bytes(w.dtype, w.n * w.k) >> 20) +
+                         " MiB; TESSERA_CPU_ISA=avx2 runs the file's own layout without a copy)");
+      }
       if (!pw) return;  // a scale f16 cannot hold: keep using the original rows
       packed_bytes_ += pw->bytes();
       w.packed = std::move(pw);

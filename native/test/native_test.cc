@@ -3,6 +3,7 @@
 // checks of check.h. No framework: a small harness of named test cases is defined below.
 // Last line of output: "native: <passed> passed, <failed> failed"; exit status 1 on failure.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdarg>
@@ -16,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <numeric>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -950,6 +952,30 @@ TEST_CASE(amx_leaves_thread_tile_state) {
   set_active_isa(best_isa());
 }
 #endif
+
+// An exception inside a parallel loop (on a worker or the caller) reaches the caller, stops the
+// loop from starting more chunks, and leaves the pool usable.
+TEST_CASE(threadpool_exceptions) {
+  for (ThreadPool* pool : {g_pool1.get(), g_pool3.get()}) {
+    std::atomic<int64_t> ran{0};
+    bool caught = false;
+    try {
+      pool->parallel_for(1000, 1, [&](int64_t b, int64_t e) {
+        ran += e - b;
+        if (b <= 500 && 500 < e) throw std::runtime_error("chunk 500");
+      });
+    } catch (const std::runtime_error& e) {
+      caught = std::string(e.what()) == "chunk 500";
+    }
+    EXPECT(caught, "pool %d: the exception did not reach the caller", pool->size());
+    EXPECT(ran.load() <= 1000, "pool %d: ran %lld items", pool->size(), (long long)ran.load());
+    std::atomic<int64_t> sum{0};
+    pool->parallel_for(1000, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; i++) sum += i;
+    });
+    EXPECT(sum.load() == 999 * 1000 / 2, "pool %d unusable after an exception: sum %lld", pool->size(), (long long)sum.load());
+  }
+}
 
 TEST_CASE(pack_weight_refuses_unrepresentable_scales) {
   // q6_k with d = 65504 (f16 max) and a scale of 127: d*sc does not fit in f16.

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -25,7 +26,8 @@ class ThreadPool {
   int size() const { return n_threads_; }
 
   // Calls fn(begin, end) over [0, n) split into contiguous chunks of at least `grain` items.
-  // Blocks until every chunk ran. Calls from several threads at once are serialised.
+  // Blocks until every chunk ran. Calls from several threads at once are serialised. If fn
+  // throws (on any thread), no further chunks start and the first exception is rethrown here.
   void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
   static int available_cores();
@@ -49,6 +51,8 @@ class ThreadPool {
   int64_t n_ = 0;
   int64_t chunk_ = 0;
   std::atomic<int64_t> next_{0};
+  std::mutex error_mu_;
+  std::exception_ptr error_;  // first exception of the current loop (guarded by error_mu_)
 };
 
 // The pool used by tessera.ops and the native tests (sized on first use; resizable).
