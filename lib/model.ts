@@ -278,7 +278,7 @@ export class Model {
         onLogits: (logits) => {
           if (!tFirst) tFirst = performance.now();
           const top = typeof logprobs === 'number' && logprobs > 0 ? logprobs : 0;
-          const s = sampler.sample(logits, history, top ? { logprobs: top } : undefined);
+          const s = sampler.sample(logits, history, top ? { logprobs: top } : { logprob: logprobs !== false });
           generated.push(s.token);
           history.push(s.token);
           const isEnd = eog.has(s.token) || stopTokens.has(s.token);

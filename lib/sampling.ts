@@ -394,6 +394,28 @@ function scanGreedy(L: Float32Array, V: number): number {
   return token;
 }
 
+/** scanGreedy without the normaliser: the first index of the largest logit, -1 when every logit is
+ * -Infinity, -2 on NaN or +Infinity (regBad). */
+function scanArgmax(L: Float32Array, V: number): number {
+  let token = -1;
+  let max = -Infinity;
+  for (let i = 0; i < V; i++) {
+    const v = L[i];
+    if (v > max) {
+      if (v === Infinity) {
+        regBad = i;
+        return -2;
+      }
+      max = v;
+      token = i;
+    } else if (v !== v) {
+      regBad = i;
+      return -2;
+    }
+  }
+  return token;
+}
+
 /** Checks every logit; sets regMax, regMin over the finite ones. Returns their count, -1 on a bad logit (regBad). */
 function scanMaxMin(L: Float32Array, V: number): number {
   let n = 0;
@@ -794,6 +816,11 @@ function heapTopK(L: Float32Array, V: number, k: number, dst: Int32Array): numbe
 export interface SampleOptions {
   /** Also return the N most likely tokens of the distribution sampled from (0 = none, default). */
   logprobs?: number;
+  /**
+   * false: the caller does not need `logprob` (it is NaN then), which lets greedy sampling skip the
+   * normaliser over the whole vocabulary (~0.2 ms per token for 32k logits). Default true.
+   */
+  logprob?: boolean;
 }
 
 export interface TokenLogprob {
@@ -856,9 +883,11 @@ export class Sampler {
     let nTop = 0;
     if (opts !== undefined) {
       if (!isPlainObject(opts)) throw badType(where, 'options', 'a plain object', opts);
-      checkKeys(where, 'sample options', opts, ['logprobs']);
+      checkKeys(where, 'sample options', opts, ['logprobs', 'logprob']);
       nTop = numberOption(where, opts, 'logprobs', 0, 'an integer >= 0', (v) => Number.isSafeInteger(v) && v >= 0);
+      if (opts.logprob !== undefined && typeof opts.logprob !== 'boolean') throw badType(where, 'logprob', 'a boolean', opts.logprob);
     }
+    const wantLogprob = opts?.logprob !== false || nTop > 0;
     const o = this.options;
 
     ws.ensure(V);
@@ -869,6 +898,12 @@ export class Sampler {
     this.applyPenalties(L, history);
     // NaN / +Infinity are caught by whichever pass first reads every logit.
 
+    if (o.temperature === 0 && !wantLogprob) {
+      const token = scanArgmax(L, V);
+      if (token === -2) throw badLogit(where, regBad, logits);
+      if (token < 0) throw noTokenLeft(where, V);
+      return { token, logprob: NaN };
+    }
     if (o.temperature === 0) {
       const token = scanGreedy(L, V);
       if (token === -2) throw badLogit(where, regBad, logits);

@@ -199,6 +199,31 @@ describe('greedy (temperature 0)', () => {
     expect(s.sample(row, [], { logprobs: 4 }).top).toHaveLength(4);
     expect(s.rng.nextUint32()).toBe(new Rng(5).nextUint32());
   });
+
+  it('logprob: false skips the normaliser: same token, NaN logprob, same errors', () => {
+    const s = new Sampler({ temperature: 0, logitBias: { 7: -Infinity } }, 3000);
+    for (let seed = 0; seed < 20; seed++) {
+      const row = gaussianRow(seed, 3000, 2, seed % 2 ? 0.5 : 0);
+      if (seed === 3) row[7] = 1e9; // banned by the bias
+      if (seed === 4) row.fill(-Infinity, 0, 2999); // one finite token, the last
+      const want = s.sample(row);
+      const got = s.sample(row, [], { logprob: false });
+      expect(got.token).toBe(want.token);
+      expect(got.logprob).toBeNaN();
+    }
+    const ties = new Float32Array([1, 3, -2, 3, 2.5]);
+    expect(new Sampler({ temperature: 0 }, 5).sample(ties, [], { logprob: false }).token).toBe(1);
+    const nan = new Float32Array([0, NaN, 1]);
+    const inf = new Float32Array([0, 1, Infinity]);
+    const none = new Float32Array([-Infinity, -Infinity, -Infinity]);
+    const g = new Sampler({ temperature: 0 }, 3);
+    expect(() => g.sample(nan, [], { logprob: false })).toThrow(RangeError);
+    expect(() => g.sample(inf, [], { logprob: false })).toThrow(RangeError);
+    expect(() => g.sample(none, [], { logprob: false })).toThrow(RangeError);
+    expect(() => g.sample(ties.subarray(0, 3), [], { logprob: 'no' as never })).toThrow(TypeError);
+    // logprobs (top-N) wins over logprob: false
+    expect(g.sample(new Float32Array([0, 2, 1]), [], { logprob: false, logprobs: 2 }).logprob).toBeLessThan(0);
+  });
 });
 
 describe('seeded draws', () => {
@@ -534,7 +559,7 @@ describe('validation', () => {
     expect(() => validateSamplingOptions({ topk: 5 })).toThrow(/"topk".*did you mean topK/);
     expect(() => validateSamplingOptions({ temperature: 1, foo: 1 })).toThrow(/unknown option "foo"/);
     expect(() => new Sampler({ top_p: 0.9 } as SamplingOptions, 10)).toThrow(/"top_p"/);
-    expect(() => new Sampler({}, 10).sample(new Float32Array(10), [], { logprob: 3 } as never)).toThrow(/"logprob"/);
+    expect(() => new Sampler({}, 10).sample(new Float32Array(10), [], { logprbs: 3 } as never)).toThrow(/"logprbs"/);
   });
 
   it('rejects bad values, naming the option (TypeError for a wrong type, RangeError out of range)', () => {
