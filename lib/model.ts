@@ -91,6 +91,12 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const gguf = readGguf(path); // metadata only; validates the container
   const tokenizer = Tokenizer.fromGguf(gguf.metadata);
   const native = new (addon().NativeModel)(path, { threads, contextSize, kvPages, pageSize, kvDtype });
+  try {
+    await native.repack(); // int8 weight layout, on a worker thread (the event loop keeps running)
+  } catch (e) {
+    native.dispose();
+    throw e;
+  }
   return new Model(path, gguf, native, tokenizer, maxBatchTokens);
 }
 

@@ -6,7 +6,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel, writeSyntheticModel, type Model } from '../dist/index.js';
+import { loadModel, nativeInfo, writeSyntheticModel, type Model } from '../dist/index.js';
+import { addon } from '../dist/native.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SHARED = process.env.TESSERA_SHARED ?? path.join(ROOT, '..', 'shared');
@@ -196,6 +197,37 @@ describe('continuous batching', () => {
         clearInterval(timer);
         expect(ms).toBeGreaterThan(20);
         expect(ticks).toBeGreaterThan(ms / 20); // a blocked loop would tick once or never
+      } finally {
+        await m.dispose();
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('weights are repacked on a worker thread: the native constructor packs nothing, repack() does', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-model-'));
+    const file = path.join(dir, 'synthetic-q8_0.gguf');
+    try {
+      await writeSyntheticModel(file, { dim: 512, layers: 4, heads: 8, kvHeads: 8, ff: 1376, context: 512, dtype: 'q8_0', vocabFrom: path.join(MODELS, 'llama2-vocab.gguf') });
+      const native = new (addon().NativeModel)(file, { threads: 1, contextSize: 512, kvPages: 0, pageSize: 16, kvDtype: 'f16' });
+      try {
+        expect(native.info().packedBytes).toBe(0);
+        const done = native.repack();
+        expect(done).toBeInstanceOf(Promise);
+        expect(() => native.createSequence()).toThrow(/repacking/); // busy while it runs
+        await done;
+        const int8 = nativeInfo().int8Path !== 'none';
+        expect(native.info().packedBytes > 0).toBe(int8);
+        await native.repack(); // a second call is a no-op
+        expect(native.info().packedBytes > 0).toBe(int8);
+      } finally {
+        native.dispose();
+      }
+      const m = await loadModel(file, { threads: 1, contextSize: 512 });
+      try {
+        expect(m.info.packedBytes > 0).toBe(nativeInfo().int8Path !== 'none');
+        expect((await m.complete('Once', { maxTokens: 4, temperature: 0 })).tokens).toHaveLength(4);
       } finally {
         await m.dispose();
       }

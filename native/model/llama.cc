@@ -60,7 +60,7 @@ std::vector<float> LlamaModel::vector(const std::string& name, int64_t n) const 
   return out;
 }
 
-LlamaModel::LlamaModel(std::unique_ptr<GgufFile> file, ThreadPool* pool) : file_(std::move(file)) {
+LlamaModel::LlamaModel(std::unique_ptr<GgufFile> file, ThreadPool* pool, bool repack_now) : file_(std::move(file)) {
   const GgufFile& f = *file_;
   cfg_.arch = f.get_string("general.architecture");
   if (cfg_.arch != "llama" && cfg_.arch != "qwen2")
@@ -134,8 +134,14 @@ LlamaModel::LlamaModel(std::unique_ptr<GgufFile> file, ThreadPool* pool) : file_
     }
   }
 
-  // Repack quantised matrices for the int8 path; the mapped originals are then not read (unless
-  // the kernel set is switched later), so their pages are dropped to keep memory near file size.
+  if (repack_now) repack(pool);
+}
+
+void LlamaModel::repack(ThreadPool* pool) {
+  if (repacked_) return;
+  repacked_ = true;
+  // The mapped originals are then not read (unless the kernel set is switched later), so their
+  // pages are dropped to keep memory near file size.
   if (cpu::int8_path_active()) {
     auto pack = [&](Weight& w, bool drop) {
       if (!cpu::packable(w.dtype)) return;

@@ -40,7 +40,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                         InstanceMethod("sequenceLength", &NativeModel::SequenceLength),
                         InstanceMethod("freePages", &NativeModel::FreePages),
                         InstanceMethod("pagesNeeded", &NativeModel::PagesNeeded),
-                        InstanceMethod("forward", &NativeModel::Forward), InstanceMethod("dispose", &NativeModel::Dispose)});
+                        InstanceMethod("forward", &NativeModel::Forward), InstanceMethod("repack", &NativeModel::Repack),
+                        InstanceMethod("dispose", &NativeModel::Dispose)});
   }
 
   // new NativeModel(path, { threads, contextSize, kvPages, pageSize, kvDtype })
@@ -68,7 +69,8 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     try {
       state_ = std::make_shared<ModelState>();
       state_->pool = std::make_unique<ThreadPool>(threads);
-      state_->model = std::make_unique<LlamaModel>(std::make_unique<GgufFile>(path), state_->pool.get());
+      // Repacking weights takes real time (about 1 s per GB): repack() does it on a worker thread.
+      state_->model = std::make_unique<LlamaModel>(std::make_unique<GgufFile>(path), state_->pool.get(), /*repack_now=*/false);
       const LlamaConfig& c = state_->model->config();
       if (context == 0) context = std::min<int64_t>(c.n_ctx_train, 4096);
       if (pages == 0) pages = (context + page_size - 1) / page_size;  // room for one full-length sequence
@@ -85,7 +87,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
  private:
   ModelState& live(Napi::Env env) {
     if (!state_) throw Napi::Error::New(env, "the model was disposed");
-    if (state_->busy.load()) throw Napi::Error::New(env, "the model is running a forward step; wait for it to finish");
+    if (state_->busy.load()) throw Napi::Error::New(env, "the model is running a forward step (or repacking its weights); wait for it to finish");
     return *state_;
   }
 
@@ -271,9 +273,49 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     return p;
   }
 
+  class RepackWorker : public Napi::AsyncWorker {
+   public:
+    RepackWorker(Napi::Env env, std::shared_ptr<ModelState> state)
+        : Napi::AsyncWorker(env, "tessera.repack"), deferred_(Napi::Promise::Deferred::New(env)), state_(std::move(state)) {}
+    Napi::Promise Promise() { return deferred_.Promise(); }
+
+   protected:
+    void Execute() override {
+      try {
+        state_->model->repack(state_->pool.get());
+      } catch (const std::exception& e) {
+        SetError(e.what());
+      }
+    }
+    void OnOK() override {
+      state_->busy.store(false);
+      deferred_.Resolve(Env().Undefined());
+    }
+    void OnError(const Napi::Error& e) override {
+      state_->busy.store(false);
+      deferred_.Reject(Napi::Error::New(Env(), e.Message()).Value());
+    }
+
+   private:
+    Napi::Promise::Deferred deferred_;
+    std::shared_ptr<ModelState> state_;
+  };
+
+  // repack() -> Promise<void>: the int8 repacking of the weights (LlamaModel::repack) off the main
+  // thread; loadModel awaits it before the model is used.
+  Napi::Value Repack(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    ModelState& s = live(env);
+    s.busy.store(true);
+    auto* worker = new RepackWorker(env, state_);
+    Napi::Promise p = worker->Promise();
+    worker->Queue();
+    return p;
+  }
+
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     if (state_ && state_->busy.load())
-      throw Napi::Error::New(info.Env(), "dispose: a forward step is running; await it first");
+      throw Napi::Error::New(info.Env(), "dispose: a forward step (or the weight repacking) is running; await it first");
     state_.reset();  // a running worker keeps its own reference until it finishes
     return info.Env().Undefined();
   }

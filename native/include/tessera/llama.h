@@ -64,10 +64,13 @@ struct ForwardBatch {
 class LlamaModel {
  public:
   // Takes ownership of the parsed file; validates architecture, hyper-parameters and every tensor
-  // (names, shapes, types) and throws std::runtime_error naming the problem. On CPUs with the int8
-  // path (AVX512-VNNI, and the AVX-512 kernel set active) quantised matrices are repacked once,
-  // in parallel on `pool` when given, and their mapped pages are dropped.
-  explicit LlamaModel(std::unique_ptr<GgufFile> file, ThreadPool* pool = nullptr);
+  // (names, shapes, types) and throws std::runtime_error naming the problem. Then repack(pool),
+  // unless `repack_now` is false (the N-API binding repacks on a worker thread instead).
+  explicit LlamaModel(std::unique_ptr<GgufFile> file, ThreadPool* pool = nullptr, bool repack_now = true);
+  // On CPUs with the int8 path (AVX512-VNNI, and the AVX-512 kernel set active) repacks the
+  // quantised matrices once, in parallel on `pool` when given, and drops their mapped pages; does
+  // nothing otherwise or when already done. Must not run concurrently with forward().
+  void repack(ThreadPool* pool);
   // Bytes of repacked weights held in memory (0 when nothing was repacked).
   int64_t packed_bytes() const { return packed_bytes_; }
 
@@ -93,6 +96,7 @@ class LlamaModel {
   std::vector<float> output_norm_;
   std::vector<LlamaLayer> layers_;
   int64_t packed_bytes_ = 0;
+  bool repacked_ = false;
 };
 
 }  // namespace tessera
