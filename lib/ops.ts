@@ -9,7 +9,7 @@ import { Tensor, expectTensor, int32Arg } from './tensor';
 
 export type WeightDType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_k' | 'q6_k';
 export const WEIGHT_DTYPES: readonly WeightDType[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_k', 'q6_k'];
-/** The dtypes convert can produce (k-quants are read, not written: there is no k-quant encoder). */
+/** The dtypes convert can produce (f32 to any of them, any of them to f32; k-quants in whole blocks of 256). */
 export type ConvertDType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_k' | 'q6_k';
 export const CONVERT_DTYPES: readonly ConvertDType[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_k', 'q6_k'];
 export type RopeMode = 'normal' | 'neox';
