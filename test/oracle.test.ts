@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { backends, loadModel, writeSyntheticModel } from '../dist/index.js';
+import { loadModel, nativeInfo, writeSyntheticModel } from '../dist/index.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SHARED = process.env.TESSERA_SHARED ?? path.join(ROOT, '..', 'shared');
@@ -20,7 +20,7 @@ const VOCAB = path.join(SHARED, 'models', 'llama2-vocab.gguf');
 // differs from llama.cpp at the same positions and by the same margins (up to ~0.3) as tessera's
 // int8 path: the difference is llama.cpp's activation rounding.
 const TIE: Record<string, number> = { f32: 2e-2, f16: 5e-2, q8_0: 0.15, q4_0: 0.15, q4_k: 0.4, q6_k: 0.4 };
-const INT8_PATH = / avx512vnni/.test(` ${backends()[0].cpuFeatures ?? ''}`) && backends()[0].isa === 'avx512';
+const INT8_PATH = nativeInfo().int8Path !== 'none';
 const PROMPT = [1, 450, 4799, 263, 2217, 931]; // "<s> The story of a little"
 const N = 24;
 

@@ -74,7 +74,8 @@ std::unique_ptr<PackedWeight> pack_weight(const void* w, DType t, int64_t n, int
 // to f16), plus the sums the kernels need. Rows are k apart in q.
 struct QuantRows {
   int64_t m = 0, k = 0;
-  // Each array holds a multiple of 16 rows; rows past m are zeros (AMX works on 16-row blocks).
+  // With 16+ rows each array holds a multiple of 16 rows, rows past m zeros (AMX works on 16-row
+  // blocks); with fewer, exactly m rows.
   std::vector<int8_t> q;     // m * k
   std::vector<float> d;      // m * k/32
   std::vector<int32_t> s32;  // m * k/32: sum of q per 32
@@ -104,7 +105,7 @@ void packed_matmul_tiles_amx(const PackedWeight& w, const QuantRows& x, float* y
 // Test hook (needs amx_supported()): runs the AMX kernel on a thread holding another tile
 // configuration, then on one holding none; true when each was left as it was.
 bool amx_thread_state_kept(const PackedWeight& w, const QuantRows& x, float* y);
-void quantize_rows_avx512(const float* x, int64_t m, int64_t k, QuantRows& out, int64_t r0, int64_t r1);
+void quantize_rows_avx512(const float* x, int64_t k, QuantRows& out, int64_t r0, int64_t r1);
 void packed_matmul_tiles_vnni(const PackedWeight& w, const QuantRows& x, float* y, int64_t ldy, int64_t t0, int64_t t1);
 #endif
 

@@ -85,7 +85,7 @@ class TileScope {
 enum Kind { kQ8_0, kQ4_0, kQ4_K, kQ6_K };
 
 // Codes of one tile as 512 bytes per block (4-bit types unpacked; 8-bit types used in place).
-const uint8_t* tile_codes(const PackedWeight& w, const uint8_t* tile, bool four, std::vector<uint8_t, std::allocator<uint8_t>>& buf) {
+const uint8_t* tile_codes(const PackedWeight& w, const uint8_t* tile, bool four, std::vector<uint8_t>& buf) {
   if (!four) return tile;
   const int64_t nb = w.k / 32;
   buf.resize((size_t)(nb * 512 + 64));

@@ -151,8 +151,7 @@ void run_tiles(const PackedWeight& w, const QuantRows& X, float* y, int64_t ldy,
 
 }  // namespace
 
-void quantize_rows_avx512(const float* x, int64_t m, int64_t k, QuantRows& out, int64_t r0, int64_t r1) {
-  (void)m;
+void quantize_rows_avx512(const float* x, int64_t k, QuantRows& out, int64_t r0, int64_t r1) {
   const int64_t nb = k / 32;
   for (int64_t i = r0; i < r1; i++) {
     const float* xr = x + i * k;

@@ -195,8 +195,9 @@ std::unique_ptr<PackedWeight> pack_weight(const void* w, DType t, int64_t n, int
 void QuantRows::resize(int64_t m_, int64_t k_) {
   m = m_;
   k = k_;
-  // Padded to a multiple of 16 rows of zeros (the AMX kernel computes whole 16-row blocks).
-  const int64_t mp = (m + 15) / 16 * 16;
+  // From 16 rows on, padded to a multiple of 16 rows of zeros (the AMX kernel computes whole
+  // 16-row blocks); decode's few rows are not padded, so no zero-fill on that path.
+  const int64_t mp = m >= 16 ? (m + 15) / 16 * 16 : m;
   auto fit = [&](auto& v, int64_t per_row) {
     v.resize((size_t)(mp * per_row));
     std::fill(v.begin() + m * per_row, v.end(), 0);
@@ -243,8 +244,8 @@ void quantize_rows(ThreadPool* pool, const float* x, int64_t m, int64_t k, Quant
 #if defined(__x86_64__) || defined(_M_X64)
   if (int8_path_active()) {
     out.resize(m, k);
-    if (pool != nullptr && m >= 8) pool->parallel_for(m, 4, [&](int64_t r0, int64_t r1) { quantize_rows_avx512(x, m, k, out, r0, r1); });
-    else quantize_rows_avx512(x, m, k, out, 0, m);
+    if (pool != nullptr && m >= 8) pool->parallel_for(m, 4, [&](int64_t r0, int64_t r1) { quantize_rows_avx512(x, k, out, r0, r1); });
+    else quantize_rows_avx512(x, k, out, 0, m);
     if (m >= 16 && amx_enabled()) out.build_tiles();
     return;
   }

@@ -10,7 +10,6 @@
 
 #include "../cpu/qmatmul.h"
 #include "tessera/check.h"
-#include "tessera/cpu_features.h"
 #include "tessera/threadpool.h"
 
 namespace tessera {
