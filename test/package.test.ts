@@ -49,9 +49,10 @@ describe('native/sources.json is the one source list', () => {
 
   // Every translation unit under native/ belongs to exactly one group: .cc outside native/test to
   // core or napi (native/cpu, native/ops, native/ref, native/napi and any new directory), .cu
-  // outside native/test to cuda, and native/test's own files to test / cuda_test.
+  // outside native/test and native/bench to cuda, native/test's own files to test / *_test (the
+  // .cu ones to cuda_*_test groups), native/bench's to cuda_bench.
   const allOf = (ext: string) => filesUnder('native', ext);
-  const isTest = (f: string) => f.startsWith('native/test/');
+  const isTest = (f: string) => f.startsWith('native/test/') || f.startsWith('native/bench/');
 
   it('core + napi list exactly the .cc files under native/ (cpu, ops, ref, napi, ...)', () => {
     const listed = [...group('core'), ...group('napi')];
@@ -75,9 +76,11 @@ describe('native/sources.json is the one source list', () => {
   });
 
   it('the test groups list exactly the sources under native/test', () => {
-    const testGroups = Object.keys(sources).filter((k) => k === 'test' || (k.endsWith('_test') && k !== 'cuda_test'));
+    const testGroups = Object.keys(sources).filter((k) => k === 'test' || (k.endsWith('_test') && !k.startsWith('cuda_')));
     expect(testGroups.flatMap(group).sort()).toEqual(allOf('.cc').filter(isTest));
-    expect([...group('cuda_test')].sort()).toEqual(allOf('.cu').filter(isTest));
+    const cudaGroups = Object.keys(sources).filter((k) => k.startsWith('cuda_'));
+    expect(cudaGroups.flatMap(group).sort()).toEqual(allOf('.cu').filter(isTest));
+    expect(group('cuda_bench').every((f) => f.startsWith('native/bench/'))).toBe(true);
   });
 
   it('every listed file of every group exists', () => {

@@ -1,5 +1,5 @@
 // Shared helpers of the CUDA backend: error checks, the RAII device buffer, warp/block reductions
-// and the element loaders (f32 / f16 / bf16 / q8_0 / q4_0) used inside the kernels.
+// and the element loaders (f32 / f16 / bf16 / q8_0 / q4_0 / q4_k / q6_k) used inside the kernels.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -198,6 +198,71 @@ struct WeightLoader<DType::Q4_0, VEC> {
       out[3] = (float)((int)((hi >> (8 + shift)) & 0xf) - 8) * d;
     } else {
       out[0] = (float)((int)((__ldg(qs) >> shift) & 0xf) - 8) * d;
+    }
+  }
+};
+
+// k-quants (256-element super-blocks, 2-byte aligned). With VEC = 4 the four elements share a
+// sub-block and a nibble half (kk % 4 == 0), so one scale / min pair serves them all.
+// q4_k: element e of a block: run c = e / 64 reads qs[32 c + e % 32], low nibble when e % 64 < 32;
+// value = d * sc[e / 32] * q - dmin * m[e / 32] (6-bit sc / m unpacked as in tessera/dtype.h).
+__device__ __forceinline__ void q4_k_scale_min(const uint8_t* s, int j, float* sc, float* m) {
+  if (j < 4) {
+    *sc = (float)(__ldg(s + j) & 63);
+    *m = (float)(__ldg(s + j + 4) & 63);
+  } else {
+    const uint32_t b = __ldg(s + j + 4);
+    *sc = (float)((b & 15) | ((__ldg(s + j - 4) >> 6) << 4));
+    *m = (float)((b >> 4) | ((__ldg(s + j) >> 6) << 4));
+  }
+}
+
+template <int VEC>
+struct WeightLoader<DType::Q4_K, VEC> {
+  __device__ __forceinline__ static void load(const void* row, int64_t kk, float* out) {
+    const BlockQ4_K* b = static_cast<const BlockQ4_K*>(row) + (kk >> 8);
+    const int e = (int)(kk & 255);
+    float sc, mn;
+    q4_k_scale_min(b->scales, e >> 5, &sc, &mn);
+    const float d = h2f(__ldg(&b->d)) * sc, dm = h2f(__ldg(&b->dmin)) * mn;
+    const int shift = (e & 32) ? 4 : 0;
+    const uint8_t* qs = b->qs + 32 * (e >> 6) + (e & 31);
+    if constexpr (VEC == 4) {
+      const uint32_t lo = ldg_u16(qs), hi = ldg_u16(qs + 2);
+      out[0] = d * (float)((lo >> shift) & 15) - dm;
+      out[1] = d * (float)((lo >> (8 + shift)) & 15) - dm;
+      out[2] = d * (float)((hi >> shift) & 15) - dm;
+      out[3] = d * (float)((hi >> (8 + shift)) & 15) - dm;
+    } else {
+      out[0] = d * (float)((__ldg(qs) >> shift) & 15) - dm;
+    }
+  }
+};
+
+// q6_k: in half h = e / 128, group g = (e % 128) / 32, l = e % 32: low 4 bits from
+// ql[64 h + 32 (g & 1) + l] (high nibble when g >= 2), top 2 bits from bits 2g..2g+1 of
+// qh[32 h + l]; value = d * scales[e / 16] * (q - 32).
+template <int VEC>
+struct WeightLoader<DType::Q6_K, VEC> {
+  __device__ __forceinline__ static void load(const void* row, int64_t kk, float* out) {
+    const BlockQ6_K* b = static_cast<const BlockQ6_K*>(row) + (kk >> 8);
+    const int e = (int)(kk & 255);
+    const int h = e >> 7, g = (e >> 5) & 3, l = e & 31;
+    const float d = h2f(__ldg(&b->d)) * (float)(int8_t)__ldg(reinterpret_cast<const uint8_t*>(b->scales) + (e >> 4));
+    const uint8_t* ql = b->ql + 64 * h + 32 * (g & 1) + l;
+    const uint8_t* qh = b->qh + 32 * h + l;
+    const int lshift = g >= 2 ? 4 : 0, hshift = 2 * g;
+    if constexpr (VEC == 4) {
+      const uint32_t lq = ldg_u16(ql) | (ldg_u16(ql + 2) << 16);
+      const uint32_t hq = ldg_u16(qh) | (ldg_u16(qh + 2) << 16);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int q = (int)(((lq >> (8 * i + lshift)) & 15) | (((hq >> (8 * i + hshift)) & 3) << 4));
+        out[i] = d * (float)(q - 32);
+      }
+    } else {
+      const int q = (int)(((__ldg(ql) >> lshift) & 15) | (((__ldg(qh) >> hshift) & 3) << 4));
+      out[0] = d * (float)(q - 32);
     }
   }
 };

@@ -1,4 +1,4 @@
-// convert: any of f32/f16/bf16/q8_0/q4_0 -> f32 (one thread per element, grid-stride) and
+// convert: any of f32/f16/bf16/q8_0/q4_0/q4_k/q6_k -> f32 (one thread per element, grid-stride) and
 // f32 -> f16/bf16 (one thread per element) or q8_0/q4_0 (one warp per 32-element block, lane j
 // owns element j) with ggml's reference quantisers:
 //   q8_0: d = amax / 127, id = 1/d, q = roundf(x * id)
@@ -100,6 +100,8 @@ void convert(cudaStream_t stream, const void* src, DType st, void* dst, DType dt
       case DType::BF16: to_f32_kernel<DType::BF16><<<grid, kThreads, 0, stream>>>(src, out, n); break;
       case DType::Q8_0: to_f32_kernel<DType::Q8_0><<<grid, kThreads, 0, stream>>>(src, out, n); break;
       case DType::Q4_0: to_f32_kernel<DType::Q4_0><<<grid, kThreads, 0, stream>>>(src, out, n); break;
+      case DType::Q4_K: to_f32_kernel<DType::Q4_K><<<grid, kThreads, 0, stream>>>(src, out, n); break;
+      case DType::Q6_K: to_f32_kernel<DType::Q6_K><<<grid, kThreads, 0, stream>>>(src, out, n); break;
       default:
         throw std::invalid_argument(std::string("tessera::cuda::convert: unsupported source dtype ") +
                                     dtype_info(st).name);

@@ -1,4 +1,4 @@
-// matmul: y (m, n) = x (m, k) · wᵀ, w (n, k) in f32 / f16 / bf16 / q8_0 / q4_0.
+// matmul: y (m, n) = x (m, k) · wᵀ, w (n, k) in f32 / f16 / bf16 / q8_0 / q4_0 / q4_k / q6_k.
 // A first, CUDA-core version (tensor cores come later): 128-thread blocks of 4 warps; each warp
 // owns NR consecutive weight rows (outputs n0 .. n0+NR-1) and a tile of MT rows of x, and streams
 // the k axis with lane l handling elements [l*VEC + i*32*VEC, +VEC). Weights are dequantised in
@@ -116,6 +116,8 @@ void matmul(cudaStream_t stream, const float* x, const void* w, DType w_dtype, f
     case DType::BF16: by_vec<DType::BF16>(stream, x, w, y, m, n, k); break;
     case DType::Q8_0: by_vec<DType::Q8_0>(stream, x, w, y, m, n, k); break;
     case DType::Q4_0: by_vec<DType::Q4_0>(stream, x, w, y, m, n, k); break;
+    case DType::Q4_K: by_vec<DType::Q4_K>(stream, x, w, y, m, n, k); break;
+    case DType::Q6_K: by_vec<DType::Q6_K>(stream, x, w, y, m, n, k); break;
     default:
       throw std::invalid_argument(std::string("tessera::cuda::matmul: unsupported weight dtype ") +
                                   dtype_info(w_dtype).name);

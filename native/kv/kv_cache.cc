@@ -8,14 +8,18 @@
 
 namespace tessera {
 
-KvCache::KvCache(const KvCacheConfig& c) : cfg_(c) {
+void KvCache::validate(const KvCacheConfig& c) {
   if (c.n_layers <= 0) throw_range("kv cache: n_layers must be > 0");
   if (c.num_pages <= 0) throw_range("kv cache: kvPages must be > 0, got " + std::to_string(c.num_pages));
   if (c.page_size <= 0 || c.page_size > 4096) throw_range("kv cache: pageSize must be in [1, 4096], got " + std::to_string(c.page_size));
   if (c.dtype != DType::F16 && c.dtype != DType::F32) throw_type("kv cache: dtype must be f16 or f32");
+}
+
+KvCache::KvCache(const KvCacheConfig& c, std::unique_ptr<KvStorage> storage) : cfg_(c), storage_(std::move(storage)) {
+  validate(c);
   page_elems_ = (int64_t)c.page_size * c.n_kv_heads * c.head_dim;
   const int64_t layer_bytes = dtype_bytes(c.dtype, page_elems_ * c.num_pages);
-  for (int32_t l = 0; l < c.n_layers; l++) {
+  for (int32_t l = 0; storage_ == nullptr && l < c.n_layers; l++) {
     // Not value-initialised: the OS commits pages as they are first written.
     k_.emplace_back(new uint8_t[layer_bytes]);
     v_.emplace_back(new uint8_t[layer_bytes]);
@@ -24,6 +28,8 @@ KvCache::KvCache(const KvCacheConfig& c) : cfg_(c) {
   free_.reserve(c.num_pages);
   for (int32_t p = c.num_pages - 1; p >= 0; p--) free_.push_back(p);  // pop_back hands out 0, 1, 2, ...
 }
+
+KvCache::~KvCache() = default;
 
 int64_t KvCache::bytes() const { return 2 * (int64_t)cfg_.n_layers * dtype_bytes(cfg_.dtype, page_elems_ * cfg_.num_pages); }
 
@@ -74,6 +80,10 @@ void KvCache::unref_page(int32_t page) {
 void KvCache::copy_page(int32_t dst, int32_t src, int32_t tokens) {
   const int64_t row = dtype_bytes(cfg_.dtype, (int64_t)cfg_.n_kv_heads * cfg_.head_dim);
   const int64_t page_bytes = dtype_bytes(cfg_.dtype, page_elems_);
+  if (storage_ != nullptr) {
+    storage_->copy_page_prefix(dst, src, page_bytes, row * tokens);
+    return;
+  }
   for (int32_t l = 0; l < cfg_.n_layers; l++) {
     std::memcpy(k_[l].get() + dst * page_bytes, k_[l].get() + src * page_bytes, row * tokens);
     std::memcpy(v_[l].get() + dst * page_bytes, v_[l].get() + src * page_bytes, row * tokens);
@@ -143,8 +153,8 @@ void KvCache::page_tables(const int32_t* seqs, int32_t count, std::vector<int32_
 PagedKv KvCache::layer(int32_t l, const std::vector<int32_t>& indptr, const std::vector<int32_t>& indices,
                        const std::vector<int32_t>& last_page_len) const {
   PagedKv kv;
-  kv.k_pages = k_[l].get();
-  kv.v_pages = v_[l].get();
+  kv.k_pages = storage_ ? storage_->k_pages(l) : k_[l].get();
+  kv.v_pages = storage_ ? storage_->v_pages(l) : v_[l].get();
   kv.kv_dtype = cfg_.dtype;
   kv.num_pages = cfg_.num_pages;
   kv.page_size = cfg_.page_size;

@@ -187,12 +187,8 @@ void add_into(float* x, const float* y, int64_t n) {
 
 }  // namespace
 
-void LlamaModel::forward(KvCache& kv, const ForwardBatch& b, float* logits, ThreadPool& pool,
-                         int32_t max_seq_len) const {
-  const int64_t T = b.n_tokens, E = cfg_.n_embd, D = cfg_.head_dim, Hq = cfg_.n_head, Hkv = cfg_.n_head_kv;
-  const int64_t F = cfg_.n_ff, V = cfg_.n_vocab;
-
-  // ---- validate the batch before touching the cache -----------------------------------------
+StepPlan::StepPlan(KvCache& kv, const ForwardBatch& b, int32_t n_vocab, int32_t max_seq_len) {
+  const int64_t T = b.n_tokens, V = n_vocab;
   if (b.n_seqs < 0 || T < 0) throw_range("forward: negative batch size");
   int64_t total = 0;
   for (int32_t s = 0; s < b.n_seqs; s++) {
@@ -212,8 +208,7 @@ void LlamaModel::forward(KvCache& kv, const ForwardBatch& b, float* logits, Thre
   for (int32_t r = 0; r < b.n_logit_rows; r++)
     if (b.logit_rows[r] < 0 || b.logit_rows[r] >= T) throw_range("forward: logit row " + std::to_string(b.logit_rows[r]) + " is out of range");
 
-  // ---- positions, batch indices, query offsets; then grow the sequences ---------------------
-  std::vector<int32_t> pos(T), bidx(T), qo(b.n_seqs + 1, 0), old_len(b.n_seqs);
+  pos.resize(T), bidx.resize(T), qo.assign(b.n_seqs + 1, 0), old_len.resize(b.n_seqs);
   for (int32_t s = 0, t = 0; s < b.n_seqs; s++) {
     old_len[s] = kv.length(b.seq_ids[s]);
     for (int32_t i = 0; i < b.seq_n_tokens[s]; i++, t++) {
@@ -224,9 +219,26 @@ void LlamaModel::forward(KvCache& kv, const ForwardBatch& b, float* logits, Thre
   }
   kv.grow(b.seq_ids, b.seq_n_tokens, b.n_seqs);  // all or nothing
   try {
-    std::vector<int32_t> indptr, indices, last;
     kv.page_tables(b.seq_ids, b.n_seqs, indptr, indices, last);
+  } catch (...) {
+    rollback(kv, b);
+    throw;
+  }
+}
 
+void StepPlan::rollback(KvCache& kv, const ForwardBatch& b) const {
+  for (int32_t s = 0; s < b.n_seqs; s++) kv.truncate(b.seq_ids[s], old_len[s]);
+}
+
+void LlamaModel::forward(KvCache& kv, const ForwardBatch& b, float* logits, ThreadPool& pool,
+                         int32_t max_seq_len) const {
+  const int64_t T = b.n_tokens, E = cfg_.n_embd, D = cfg_.head_dim, Hq = cfg_.n_head, Hkv = cfg_.n_head_kv;
+  const int64_t F = cfg_.n_ff;
+  if (!kv.on_host()) throw_type("forward: this KV cache keeps its pages on a GPU; the CPU model needs a host cache");
+  const StepPlan plan(kv, b, cfg_.n_vocab, max_seq_len);
+  const std::vector<int32_t>&pos = plan.pos, &bidx = plan.bidx, &qo = plan.qo;
+  const std::vector<int32_t>&indptr = plan.indptr, &indices = plan.indices, &last = plan.last;
+  try {
     // Activations. x (T, E) is the residual stream.
     std::vector<float> x(T * E), xn(T * E), q(T * Hq * D), k(T * Hkv * D), v(T * Hkv * D), att(T * Hq * D),
         tmp(T * E), g(T * F), u(T * F);
@@ -274,7 +286,7 @@ void LlamaModel::forward(KvCache& kv, const ForwardBatch& b, float* logits, Thre
       cpu::matmul_multi(pool, xsn.data(), R, E, &out, 1, /*quantize_x=*/true);
     }
   } catch (...) {
-    for (int32_t s = 0; s < b.n_seqs; s++) kv.truncate(b.seq_ids[s], old_len[s]);
+    plan.rollback(kv, b);
     throw;
   }
 }

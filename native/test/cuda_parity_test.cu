@@ -175,13 +175,15 @@ const char* dname(DType t) { return tessera::dtype_info(t).name; }
 // ---- matmul --------------------------------------------------------------------------------------
 
 void test_matmul() {
-  const DType dtypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0};
+  const DType dtypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0,
+                          DType::Q4_0, DType::Q4_K, DType::Q6_K};
   const int64_t ms[] = {1, 2, 3, 5, 64};
   const int64_t ns[] = {1, 7, 33, 129};
   for (DType dt : dtypes) {
-    const bool quant = tessera::dtype_info(dt).block_elems > 1;
-    const std::vector<int64_t> ks = quant ? std::vector<int64_t>{32, 96, 512}
-                                          : std::vector<int64_t>{1, 37, 64, 100, 512};
+    const int64_t blk = tessera::dtype_info(dt).block_elems;
+    const std::vector<int64_t> ks = blk == 256  ? std::vector<int64_t>{256, 768}
+                                    : blk == 32 ? std::vector<int64_t>{32, 96, 512}
+                                                : std::vector<int64_t>{1, 37, 64, 100, 512};
     for (int64_t m : ms)
       for (int64_t n : ns)
         for (int64_t k : ks)
@@ -541,9 +543,10 @@ void test_kv_append() {
 // ---- convert -------------------------------------------------------------------------------------
 
 void test_convert() {
-  // any -> f32: sources made by the CPU converter; dequantisation is exact on both sides
-  for (DType st : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0})
-    for (int64_t n : {32, 1024, 32 * 1001}) {
+  // any -> f32: sources made by the CPU converter; dequantisation is exact on both sides, except
+  // that k-quants' d * sc * q - dmin * m may be contracted to one fma on either side
+  for (DType st : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K})
+    for (int64_t n : {256, 1024, 256 * 101}) {
       const std::string name = std::string(dname(st)) + "->f32 n=" + std::to_string(n);
       run_case("convert", name, [&] {
         tessera::check_convert(st, DType::F32, n);
@@ -553,7 +556,8 @@ void test_convert() {
         DeviceBuffer ds = to_dev(src), dd = poisoned((size_t)n * 4);
         tessera::cuda::convert(g_stream, ds.get(), st, dd.get(), DType::F32, n);
         sync();
-        compare("convert", name, ref, from_dev<float>(dd, (size_t)n), 0.0);
+        compare("convert", name, ref, from_dev<float>(dd, (size_t)n),
+                tessera::dtype_info(st).block_elems == 256 ? 1e-6 : 0.0);
       });
     }
   // f32 -> f16 / bf16: bit-exact (same scalar rounding routine)

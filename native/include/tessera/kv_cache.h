@@ -35,9 +35,27 @@ class KvOutOfPages : public std::runtime_error {
   int32_t need, free;
 };
 
+// Where the pages live when not in host memory (the CUDA model keeps them on its device). The
+// cache does the bookkeeping either way; the storage holds the bytes and copies pages.
+class KvStorage {
+ public:
+  virtual ~KvStorage() = default;
+  // Base of layer l's K / V pages: (num_pages, page_size, Hkv, D) elements of the cache's dtype.
+  virtual void* k_pages(int32_t layer) const = 0;
+  virtual void* v_pages(int32_t layer) const = 0;
+  // Copies the first `bytes` of page src onto page dst, in every layer's K and V.
+  virtual void copy_page_prefix(int32_t dst, int32_t src, int64_t page_bytes, int64_t bytes) = 0;
+};
+
 class KvCache {
  public:
-  explicit KvCache(const KvCacheConfig& config);
+  // Pages in host memory, or in `storage` when given (its pages must match `config`).
+  explicit KvCache(const KvCacheConfig& config, std::unique_ptr<KvStorage> storage = nullptr);
+  ~KvCache();
+  // Throws std::out_of_range / ArgError naming the bad field of `config` (the constructor calls it).
+  static void validate(const KvCacheConfig& config);
+  // Whether the pages are in host memory (false: they live in a KvStorage, e.g. on a GPU).
+  bool on_host() const { return storage_ == nullptr; }
 
   const KvCacheConfig& config() const { return cfg_; }
   int32_t free_pages() const { return (int32_t)free_.size(); }
@@ -83,6 +101,7 @@ class KvCache {
   KvCacheConfig cfg_;
   int64_t page_elems_ = 0;  // page_size * n_kv_heads * head_dim
   std::vector<std::unique_ptr<uint8_t[]>> k_, v_;  // per layer: (num_pages, page_size, Hkv, D)
+  std::unique_ptr<KvStorage> storage_;             // when set, k_ / v_ are empty
   std::vector<int32_t> ref_;
   std::vector<int32_t> free_;
   std::unordered_map<int32_t, Sequence> seqs_;

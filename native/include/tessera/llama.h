@@ -61,6 +61,21 @@ struct ForwardBatch {
   int32_t n_logit_rows = 0;
 };
 
+class KvCache;
+
+// The bookkeeping of one forward step, shared by every backend: validates `batch` against the
+// cache (sequence ids, token ids, context size, logit rows; throws std::out_of_range naming the
+// problem before touching anything), computes each token's position, sequence index and the
+// query offsets, then grows the sequences (all or nothing; KvOutOfPages when the pool is full)
+// and builds their page tables. rollback() restores the previous lengths (call it when the step
+// fails after the plan was made).
+struct StepPlan {
+  std::vector<int32_t> pos, bidx, qo, old_len;
+  std::vector<int32_t> indptr, indices, last;
+  StepPlan(KvCache& kv, const ForwardBatch& batch, int32_t n_vocab, int32_t max_seq_len);
+  void rollback(KvCache& kv, const ForwardBatch& batch) const;
+};
+
 class LlamaModel {
  public:
   // Takes ownership of the parsed file; validates architecture, hyper-parameters and every tensor
@@ -78,6 +93,12 @@ class LlamaModel {
   const GgufFile& file() const { return *file_; }
   // Types of the weight matrices, e.g. {"q8_0": 84, "f16": 12}.
   std::vector<std::pair<std::string, int>> weight_types() const;
+
+  // The weights, for other backends (the CUDA model uploads them).
+  const std::vector<LlamaLayer>& layers() const { return layers_; }
+  const Weight& token_embedding() const { return tok_embd_; }
+  const Weight& output() const { return output_; }
+  const std::vector<float>& output_norm() const { return output_norm_; }
 
   // Runs the batch: appends its K/V to the sequences in `kv` (growing them) and writes the logits
   // of the wanted rows to logits (n_logit_rows, n_vocab). Throws on bad input (before touching

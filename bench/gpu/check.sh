@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The one GPU check of the CUDA backend, for a session lent a GPU (../shared/device/README.md).
+#
+# Here (no GPU needed):   bash bench/gpu/check.sh --prepare
+#   builds build-gpu/ for sm_90 with this machine's nvcc and copies the three binaries (parity test,
+#   model test, benchmark) into .device/bin/, the stories260K models and the 32000-token vocabulary
+#   into .device/shared/, and packs node into .device/ (../shared/device/prepare.sh). Then ONE call:
+#     run  carry: [".device"]
+#          command: "source .device/node-env.sh; bash bench/gpu/check.sh"   timeout_s: 560
+# On the device it runs, each step bounded by `timeout` so one hang cannot eat the lease:
+#   1. the op parity test (every CUDA op vs the CPU op on random inputs)
+#   2. the model test (CudaLlama vs the CPU model, teacher-forced greedy on stories260K and
+#      synthetic bf16/q4_0/q4_k/q6_k/qwen2 models)
+#   3. the benchmark plan (bench/gpu/plan.py) with tessera, then 4. with PyTorch (torch_ref.py)
+#   5. the markdown report pairing them (report.py), printed last.
+# Logs go to $OUT (the device tool brings that folder back).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+
+if [ "${1:-}" = "--prepare" ]; then
+  set -e
+  shared=${TESSERA_SHARED:-$root/../shared}
+  NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+  cmake -S . -B build-gpu -DTESSERA_CUDA=ON -DTESSERA_NATIVE_TESTS=ON -DCMAKE_BUILD_TYPE=Release \
+    -DTESSERA_CUDA_ARCHS=90-real -DCMAKE_CUDA_COMPILER="$NVCC" >/dev/null
+  cmake --build build-gpu -j 2 --target tessera_cuda_parity_test tessera_cuda_model_test tessera_cuda_bench
+  mkdir -p .device/bin .device/shared/models .device/shared/golden
+  cp build-gpu/tessera_cuda_parity_test build-gpu/tessera_cuda_model_test build-gpu/tessera_cuda_bench .device/bin/
+  grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >> .git/info/exclude
+  cp "$shared"/models/*.gguf .device/shared/models/
+  cp -r "$shared"/golden/. .device/shared/golden/ 2>/dev/null || true
+  bash "$shared/device/prepare.sh"
+  du -sh .device
+  echo "prepared: carry .device"
+  exit 0
+fi
+
+OUT=${OUT:-/tmp/tessera-gpu}
+mkdir -p "$OUT"
+shared=$root/.device/shared
+[ -d "$shared" ] || shared=$root/../shared
+status=0
+step() {  # step <name> <seconds> <log> <command...>
+  local name=$1 secs=$2 log=$3
+  shift 3
+  echo "=== $name (limit ${secs}s)"
+  local t0=$SECONDS
+  timeout "$secs" "$@" >"$OUT/$log" 2>&1
+  local rc=$?
+  tail -n 25 "$OUT/$log"
+  echo "=== $name: rc $rc in $((SECONDS - t0)) s"
+  [ $rc -eq 0 ] || status=1
+}
+
+nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
+head -n 15 "$OUT/nvidia-smi.txt"
+step "parity test" 150 parity.log ./.device/bin/tessera_cuda_parity_test
+step "model test" 150 model.log ./.device/bin/tessera_cuda_model_test "$shared"
+python3 bench/gpu/plan.py bench/gpu/shapes.json "$shared/models/llama2-vocab.gguf" >"$OUT/plan.txt"
+step "tessera benchmark" 240 bench.log ./.device/bin/tessera_cuda_bench "$OUT/plan.txt"
+step "torch benchmark" 150 torch.log env PYTHONUNBUFFERED=1 python3 bench/gpu/torch_ref.py "$OUT/plan.txt"
+python3 bench/gpu/report.py "$OUT/bench.log" "$OUT/torch.log" >"$OUT/summary.md" 2>&1
+echo "=== summary"
+grep -hE "^cuda|passed|FAIL" "$OUT/parity.log" "$OUT/model.log" | tail -n 30
+cat "$OUT/summary.md"
+exit $status
