@@ -37,15 +37,15 @@ def main():
     copy_bw = float(copy_t["gbps"]) if copy_t else None
 
     out += ["", "## GEMM (y = x wᵀ; torch: fp16/bf16 matmul of the same shape)",
-            "| dtype | m | n | k | tessera ms | TFLOP/s | weight GB/s | torch ms | torch / tessera time |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "| dtype | m | n | k | tessera ms | TFLOP/s | weight GB/s | CUDA-core kernel ms | torch ms | torch / tessera time |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for k, kv in ours:
         if k != "gemm":
             continue
         ref = find("gemm", dtype="bf16" if kv["dtype"] == "bf16" else "f16", m=kv["m"], n=kv["n"], k=kv["k"])
         ratio = f"{float(ref['ms']) / float(kv['ms']):.2f}" if ref else "-"
         out.append(f"| {kv['dtype']} | {kv['m']} | {kv['n']} | {kv['k']} | {kv['ms']} | {kv['tflops']} | "
-                   f"{kv['weight_gbps']} | {ref['ms'] if ref else '-'} | {ratio} |")
+                   f"{kv['weight_gbps']} | {kv.get('cuda_core_ms', '-')} | {ref['ms'] if ref else '-'} | {ratio} |")
 
     out += ["", "## Varlen prefill attention (torch: SDPA on the padded batch; TFLOP/s of useful causal pairs)",
             "| set | heads/kv/dim | seqs | tokens | tessera ms | TFLOP/s | torch ms | torch padded tokens | torch / tessera time |",

@@ -147,9 +147,18 @@ void bench_gemm(DType dt, int64_t m, int64_t n, int64_t k) {
   const double ms = time_ms([&](int i) {
     cuda::matmul(g_stream, x.as<float>(), ws[i % copies].get(), dt, y.as<float>(), m, n, k);
   });
+  double core_ms = ms;  // the CUDA-core kernel on the same shape, when the tensor-core one ran
+  if (m >= cuda::kTcMinRows) {
+    cuda::set_tensor_cores(false);
+    core_ms = time_ms([&](int i) {
+      cuda::matmul(g_stream, x.as<float>(), ws[i % copies].get(), dt, y.as<float>(), m, n, k);
+    }, 150);
+    cuda::set_tensor_cores(true);
+  }
   const double flops = 2.0 * m * n * k;
-  std::printf("RESULT tessera gemm dtype=%s m=%lld n=%lld k=%lld ms=%.4f tflops=%.2f weight_gbps=%.1f\n",
-              dtype_info(dt).name, (long long)m, (long long)n, (long long)k, ms, flops / ms / 1e9, wbytes / ms / 1e6);
+  std::printf("RESULT tessera gemm dtype=%s m=%lld n=%lld k=%lld ms=%.4f tflops=%.2f weight_gbps=%.1f cuda_core_ms=%.4f\n",
+              dtype_info(dt).name, (long long)m, (long long)n, (long long)k, ms, flops / ms / 1e9, wbytes / ms / 1e6,
+              core_ms);
 }
 
 void bench_attn(const std::string& set, int Hq, int Hkv, int D, const std::vector<int32_t>& lens) {

@@ -24,6 +24,16 @@ void check_launch(const char* kernel);
 // Streaming multiprocessors of the current device (cached per device).
 int sm_count();
 
+// Tensor-core paths (matmul_tc.cu): on unless TESSERA_CUDA_TC=0 in the environment or turned off
+// with set_tensor_cores(false) (benchmarks and tests compare both paths).
+bool tensor_cores_enabled();
+void set_tensor_cores(bool on);
+// matmul with m >= kTcMinRows on tensor cores when the weight type and alignment allow; returns
+// false (having done nothing) otherwise.
+constexpr int64_t kTcMinRows = 32;
+bool matmul_tensor_cores(cudaStream_t stream, const float* x, const void* w, DType dt, float* y, int64_t m,
+                         int64_t n, int64_t k);
+
 #define TS_CUDA_CHECK(expr)                                                    \
   do {                                                                         \
     const cudaError_t ts_cuda_err_ = (expr);                                   \

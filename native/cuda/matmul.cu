@@ -1,5 +1,6 @@
 // matmul: y (m, n) = x (m, k) · wᵀ, w (n, k) in f32 / f16 / bf16 / q8_0 / q4_0 / q4_k / q6_k.
-// A first, CUDA-core version (tensor cores come later): 128-thread blocks of 4 warps; each warp
+// Batches of kTcMinRows+ rows go to the tensor-core kernel (matmul_tc.cu) where it applies; this
+// is the CUDA-core kernel for decode and short batches (and f32 / bf16 weights): 128-thread blocks of 4 warps; each warp
 // owns NR consecutive weight rows (outputs n0 .. n0+NR-1) and a tile of MT rows of x, and streams
 // the k axis with lane l handling elements [l*VEC + i*32*VEC, +VEC). Weights are dequantised in
 // registers (WeightLoader in common.cuh) and reused for the MT x rows; x rows are reused for the
@@ -110,6 +111,7 @@ void matmul(cudaStream_t stream, const float* x, const void* w, DType w_dtype, f
     TS_CUDA_CHECK(cudaMemsetAsync(y, 0, sizeof(float) * m * n, stream));
     return;
   }
+  if (matmul_tensor_cores(stream, x, w, w_dtype, y, m, n, k)) return;
   switch (w_dtype) {
     case DType::F32: by_vec<DType::F32>(stream, x, w, y, m, n, k); break;
     case DType::F16: by_vec<DType::F16>(stream, x, w, y, m, n, k); break;

@@ -2,6 +2,7 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -26,6 +27,22 @@ void check_launch(const char* kernel) {
                              " failed: " + cudaGetErrorString(err));
   }
 }
+
+namespace {
+std::atomic<int> g_tc{-1};  // -1: not read from the environment yet
+}
+
+bool tensor_cores_enabled() {
+  int v = g_tc.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* e = std::getenv("TESSERA_CUDA_TC");
+    v = (e != nullptr && std::string(e) == "0") ? 0 : 1;
+    g_tc.store(v, std::memory_order_relaxed);
+  }
+  return v == 1;
+}
+
+void set_tensor_cores(bool on) { g_tc.store(on ? 1 : 0, std::memory_order_relaxed); }
 
 int sm_count() {
   constexpr int kMaxDevices = 64;

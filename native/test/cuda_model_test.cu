@@ -173,11 +173,12 @@ int main(int argc, char** argv) {
   }
   std::printf("cuda model test on %s\n", probe.devices.empty() ? "?" : probe.devices[0].name.c_str());
 
-  // Tolerances: f32 / f16 / bf16 weights see the same f32 activations on both sides (the order of
-  // the sums differs: ~1e-5). For quantised weights the CPU rounds activations to q8_0 blocks (as
-  // llama.cpp does) and the GPU keeps them f32: ~1e-2 relative on the logits, hence the ties.
+  // Tolerances: f32 / bf16 weights see the same f32 activations on both sides (the order of the
+  // sums differs: ~1e-5). f16 and quantised weights take the tensor-core matmul in steps of 32+
+  // tokens (activations rounded to f16), and for quantised weights the CPU rounds activations to
+  // q8_0 blocks (as llama.cpp does) where the GPU does not: ~1e-2 relative, hence the ties.
   struct Real { const char* file; double tol; float tie; };
-  const Real reals[] = {{"stories260K.gguf", 1e-3, 1e-3f}, {"stories260K-f16.gguf", 1e-3, 1e-3f},
+  const Real reals[] = {{"stories260K.gguf", 1e-3, 1e-3f}, {"stories260K-f16.gguf", 2e-2, 0.1f},
                         {"stories260K-q8_0.gguf", 5e-2, 0.25f}};
   bool have_real = false;
   for (const Real& r : reals) {
@@ -198,7 +199,7 @@ int main(int argc, char** argv) {
     struct Syn { const char* arch; DType dt; int heads, kv_heads; double tol; float tie; };
     const Syn syns[] = {{"llama", DType::BF16, 4, 2, 1e-3, 1e-3f}, {"llama", DType::Q4_0, 4, 4, 5e-2, 0.25f},
                         {"llama", DType::Q4_K, 4, 2, 5e-2, 0.25f}, {"qwen2", DType::Q6_K, 4, 1, 5e-2, 0.25f},
-                        {"qwen2", DType::F16, 8, 2, 1e-3, 1e-3f}};
+                        {"qwen2", DType::F16, 8, 2, 2e-2, 0.1f}};
     for (const Syn& s : syns) {
       SynthSpec spec;
       spec.arch = s.arch;

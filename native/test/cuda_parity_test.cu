@@ -23,6 +23,7 @@
 
 #include "../cuda/common.cuh"
 #include "../cuda/cuda_ops.h"
+#include "../cuda/model_kernels.h"
 #include "tessera/check.h"
 #include "tessera/cuda_api.h"
 #include "tessera/dtype.h"
@@ -174,7 +175,9 @@ const char* dname(DType t) { return tessera::dtype_info(t).name; }
 
 // ---- matmul --------------------------------------------------------------------------------------
 
+// The CUDA-core kernel (tensor cores off: test_matmul_tensor_cores covers that path).
 void test_matmul() {
+  tessera::cuda::set_tensor_cores(false);
   const DType dtypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0,
                           DType::Q4_0, DType::Q4_K, DType::Q6_K};
   const int64_t ms[] = {1, 2, 3, 5, 64};
@@ -207,6 +210,38 @@ void test_matmul() {
             });
           }
   }
+  tessera::cuda::set_tensor_cores(true);
+}
+
+// Prefill-sized batches: the tensor-core kernel (x and w rounded to f16, f32 accumulation:
+// ~2^-11 relative per product) and, with tensor cores turned off, the CUDA-core kernel (f32).
+void test_matmul_tensor_cores() {
+  const DType dtypes[] = {DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K, DType::F32};
+  for (DType dt : dtypes)
+    for (int64_t m : {32, 200, 300})
+      for (int64_t n : {1, 129, 300})
+        for (int64_t k : {256, 768}) {
+          if ((m == 300) != (n == 300) && m * n > 300 * 129) continue;  // thin the sweep
+          for (int tc = 1; tc >= 0; --tc) {
+            char name[96];
+            std::snprintf(name, sizeof(name), "%s m=%lld n=%lld k=%lld %s", dname(dt), (long long)m, (long long)n,
+                          (long long)k, tc ? "tensor cores" : "cuda cores");
+            run_case("matmul_tc", name, [&] {
+              const std::vector<float> x = randv((size_t)(m * k));
+              const std::vector<uint8_t> w = encode(randv((size_t)(n * k)), dt);
+              std::vector<float> ref((size_t)(m * n));
+              tessera::cpu::matmul(pool(), x.data(), w.data(), dt, ref.data(), m, n, k);
+              DeviceBuffer dx = to_dev(x), dw = to_dev(w), dy = poisoned(ref.size() * 4);
+              tessera::cuda::set_tensor_cores(tc == 1);
+              tessera::cuda::matmul(g_stream, dx.as<float>(), dw.get(), dt, dy.as<float>(), m, n, k);
+              sync();
+              tessera::cuda::set_tensor_cores(true);
+              // f32 weights never take the tensor-core path (f16 would round them)
+              compare("matmul_tc", name, ref, from_dev<float>(dy, ref.size()), tc && dt != DType::F32 ? 3e-3 : 1e-4);
+            });
+            tessera::cuda::set_tensor_cores(true);
+          }
+        }
 }
 
 // ---- rmsnorm / swiglu / softmax ------------------------------------------------------------------
@@ -496,6 +531,61 @@ void test_paged_attention() {
             }
 }
 
+// ---- the model's own kernels (model_kernels.h) ----------------------------------------------------
+
+void test_model_kernels() {
+  for (DType dt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
+    const std::string name = std::string("embed ") + dname(dt);
+    run_case("model_kernels", name, [&] {
+      const int64_t V = 37, E = 512;
+      const std::vector<uint8_t> table = encode(randv((size_t)(V * E), -3.f, 3.f), dt);
+      const std::vector<int32_t> tokens = {0, 36, 5, 5, 17};
+      std::vector<float> ref(tokens.size() * E);
+      const int64_t rb = tessera::dtype_bytes(dt, E);
+      for (size_t t = 0; t < tokens.size(); ++t)
+        tessera::cpu::convert(pool(), table.data() + tokens[t] * rb, dt, &ref[t * E], DType::F32, E);
+      DeviceBuffer dtab = to_dev(table), dtok = to_dev(tokens), dout = poisoned(ref.size() * 4);
+      tessera::cuda::embed(g_stream, dtab.get(), dt, E, dtok.as<int32_t>(), (int64_t)tokens.size(), dout.as<float>());
+      sync();
+      compare("model_kernels", name, ref, from_dev<float>(dout, ref.size()), dt == DType::Q4_K || dt == DType::Q6_K ? 1e-6 : 0.0);
+    });
+  }
+  for (int64_t rows : {1, 7})
+    for (int64_t n : {5, 2048}) {
+      const std::string sfx = " rows=" + std::to_string(rows) + " n=" + std::to_string(n);
+      run_case("model_kernels", "add_bias" + sfx, [&] {
+        std::vector<float> y = randv((size_t)(rows * n)), b = randv((size_t)n);
+        DeviceBuffer dy = to_dev(y), db = to_dev(b);
+        tessera::cuda::add_bias(g_stream, dy.as<float>(), db.as<float>(), rows, n);
+        sync();
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t i = 0; i < n; ++i) y[r * n + i] += b[i];
+        compare("model_kernels", "add_bias" + sfx, y, from_dev<float>(dy, y.size()), 0.0);
+      });
+      run_case("model_kernels", "add_rmsnorm" + sfx, [&] {
+        std::vector<float> x = randv((size_t)(rows * n), -4.f, 4.f), y = randv((size_t)(rows * n)), w = randv((size_t)n);
+        DeviceBuffer dx = to_dev(x), dy = to_dev(y), dw = to_dev(w), dxn = poisoned(x.size() * 4);
+        tessera::cuda::add_rmsnorm(g_stream, dx.as<float>(), dy.as<float>(), dw.as<float>(), dxn.as<float>(), rows, n, 1e-5f);
+        sync();
+        for (size_t i = 0; i < x.size(); ++i) x[i] += y[i];
+        std::vector<float> xn(x.size());
+        tessera::cpu::rmsnorm(pool(), x.data(), w.data(), xn.data(), rows, n, 1e-5f);
+        compare("model_kernels", "add_rmsnorm (sum)" + sfx, x, from_dev<float>(dx, x.size()), 0.0);
+        compare("model_kernels", "add_rmsnorm (norm)" + sfx, xn, from_dev<float>(dxn, xn.size()), 1e-5);
+      });
+      run_case("model_kernels", "gather_rows" + sfx, [&] {
+        const std::vector<float> x = randv((size_t)(rows * n));
+        const std::vector<int32_t> idx = {(int32_t)rows - 1, 0, (int32_t)(rows / 2)};
+        std::vector<float> ref;
+        for (int32_t r : idx) ref.insert(ref.end(), x.begin() + r * n, x.begin() + (r + 1) * n);
+        DeviceBuffer dx = to_dev(x), di = to_dev(idx), dout = poisoned(ref.size() * 4);
+        tessera::cuda::gather_rows(g_stream, dx.as<float>(), di.as<int32_t>(), (int64_t)idx.size(), n, dout.as<float>());
+        sync();
+        compare("model_kernels", "gather_rows" + sfx, ref, from_dev<float>(dout, ref.size()), 0.0);
+      });
+    }
+}
+
 // ---- kv_append -----------------------------------------------------------------------------------
 
 void test_kv_append() {
@@ -672,6 +762,7 @@ int main(int argc, char** argv) {
   }
 
   if (want("matmul")) test_matmul();
+  if (want("matmul_tc")) test_matmul_tensor_cores();
   if (want("rmsnorm")) test_rmsnorm();
   if (want("swiglu")) test_swiglu();
   if (want("softmax")) test_softmax();
@@ -679,6 +770,7 @@ int main(int argc, char** argv) {
   if (want("varlen_attention")) test_varlen();
   if (want("paged_attention")) test_paged_attention();
   if (want("kv_append")) test_kv_append();
+  if (want("model_kernels")) test_model_kernels();
   if (want("convert")) test_convert();
 
   for (const auto& [op, s] : g_ops)
