@@ -204,10 +204,17 @@ void bench_decode(int batch, int ctx, int Hq, int Hkv, int D, int page_size) {
   kv.page_size = page_size, kv.n_kv_heads = Hkv, kv.head_dim = D;
   kv.indptr = di.as<int32_t>(), kv.indices = dx.as<int32_t>(), kv.last_page_len = dl.as<int32_t>(), kv.batch = batch;
   const AttnShape s{Hq, Hkv, D, 1.f / std::sqrt((float)D)};
-  const double ms = time_ms([&](int) { cuda::paged_attention(g_stream, q.as<float>(), dq.as<int32_t>(), kv, nullptr, o.as<float>(), s); });
+  cuda::PagedAttnHints hints;
+  hints.total_q = batch;
+  hints.max_kv_len = ctx;
+  const double ms = time_ms([&](int) {
+    cuda::paged_attention_hinted(g_stream, q.as<float>(), dq.as<int32_t>(), kv, nullptr, o.as<float>(), s, hints);
+  });
+  // without hints: no splits (one block per token and KV head)
+  const double ms1 = time_ms([&](int) { cuda::paged_attention(g_stream, q.as<float>(), dq.as<int32_t>(), kv, nullptr, o.as<float>(), s); }, 150);
   const double kv_bytes = 2.0 * batch * (double)ctx * Hkv * D * 2;  // K and V, f16, each read once
-  std::printf("RESULT tessera decode batch=%d context=%d heads=%d kv_heads=%d head_dim=%d page_size=%d ms=%.4f kv_gbps=%.1f\n",
-              batch, ctx, Hq, Hkv, D, page_size, ms, kv_bytes / ms / 1e6);
+  std::printf("RESULT tessera decode batch=%d context=%d heads=%d kv_heads=%d head_dim=%d page_size=%d ms=%.4f kv_gbps=%.1f "
+              "nosplit_ms=%.4f\n", batch, ctx, Hq, Hkv, D, page_size, ms, kv_bytes / ms / 1e6, ms1);
 }
 
 void bench_model(DType dt, const SynthSpec& base, int prefill_seqs, int prefill_len, int decode_batch, int steps) {

@@ -14,4 +14,14 @@
 
 namespace tessera::cuda {
 TESSERA_OP_SIGNATURES(TESSERA_CUDA_CTX)
+
+// What the host knows about a paged_attention call that the device arrays hide: the number of
+// query tokens (qo_indptr[batch]) and the longest sequence. With them the decode kernel splits long
+// sequences across blocks (flash-decoding) instead of giving each (token, KV head) one block.
+struct PagedAttnHints {
+  int64_t total_q = 0;
+  int32_t max_kv_len = 0;
+};
+void paged_attention_hinted(cudaStream_t stream, const float* q, const int32_t* qo_indptr, const PagedKv& kv,
+                            const TreeMask* tree, float* o, const AttnShape& s, const PagedAttnHints& hints);
 }  // namespace tessera::cuda

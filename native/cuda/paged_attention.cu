@@ -1,5 +1,8 @@
 // paged_attention: queries of many sequences (decode, chunked prefill, tree verify) against the
 // CSR paged KV cache (FlashInfer NHD layout), f32 or f16 pages, GQA, optional tree mask.
+// Head dims 64 / 128 / 256 with at most 16 query heads per KV head take the GQA-aware split-KV
+// kernel of paged_decode.cuh (splits only when the caller gives PagedAttnHints: the grid must be
+// sized on the host). Other shapes use the per-(token, head) kernel below.
 // Launch: grid (token blocks, Hq), 128 threads; each block loops over the query tokens
 // t < qo_indptr[batch] (read on the device), finds the sequence b of t by binary search on
 // qo_indptr and runs the online-softmax core (attention.cuh) over the keys of b:
@@ -9,6 +12,9 @@
 // page_size], slot pos % page_size).
 #include "attention.cuh"
 #include "cuda_ops.h"
+#include "paged_decode.cuh"
+
+#include <algorithm>
 
 namespace tessera::cuda {
 namespace {
@@ -92,11 +98,96 @@ void dispatch(cudaStream_t stream, const float* q, const int32_t* qo_indptr, con
   }
 }
 
+template <typename KV, int D, int R>
+void launch_decode(cudaStream_t stream, const float* q, const int32_t* qo_indptr, const PagedKv& kv,
+                   const TreeMask* tree, float* o, const AttnShape& s, unsigned gx, int S, float* ws) {
+  const int G = s.n_heads / s.n_kv_heads;
+  const size_t smem = paged_decode_smem((int)sizeof(KV), D, G);
+  attn_prepare_smem(paged_decode_kernel<KV, D, R>, smem, "paged_attention");
+  const TreeMask tm = tree != nullptr ? *tree : TreeMask{};
+  const dim3 grid(gx, (unsigned)s.n_kv_heads, (unsigned)S);
+  float* ws_lse = nullptr;
+  if (S > 1) ws_lse = ws + (size_t)gx * s.n_heads * S * D;  // after the partial outputs
+  paged_decode_kernel<KV, D, R><<<grid, kDecThreads, smem, stream>>>(q, qo_indptr, kv, tm, tree != nullptr, o, ws,
+                                                                      ws_lse, s.n_heads, G, s.scale);
+  if (S > 1) {
+    check_launch("paged_attention (split-KV)");
+    const unsigned mg = (unsigned)std::min<int64_t>((int64_t)gx * s.n_heads, 65535);
+    paged_decode_merge<<<mg, 128, 0, stream>>>(ws, ws_lse, o, qo_indptr, kv.batch, s.n_heads, D, S);
+  }
+}
+
+template <typename KV, int D>
+void decode_by_r(cudaStream_t stream, const float* q, const int32_t* qo_indptr, const PagedKv& kv,
+                 const TreeMask* tree, float* o, const AttnShape& s, unsigned gx, int S, float* ws) {
+  const int G = s.n_heads / s.n_kv_heads;
+  const int need = (G * D / 2 + kDecThreads - 1) / kDecThreads;
+  if (need <= 1) launch_decode<KV, D, 1>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws);
+  else if (need <= 2) launch_decode<KV, D, 2>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws);
+  else if (need <= 4) launch_decode<KV, D, 4>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws);
+  else if (need <= 8) launch_decode<KV, D, 8>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws);
+  else launch_decode<KV, D, 16>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws);
+}
+
+template <typename KV>
+void decode_by_dim(cudaStream_t stream, const float* q, const int32_t* qo_indptr, const PagedKv& kv,
+                   const TreeMask* tree, float* o, const AttnShape& s, unsigned gx, int S, float* ws) {
+  switch (s.head_dim) {
+    case 64: decode_by_r<KV, 64>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws); break;
+    case 128: decode_by_r<KV, 128>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws); break;
+    default: decode_by_r<KV, 256>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws); break;
+  }
+}
+
+// The split-KV kernel when the shape allows it; false (nothing launched) otherwise.
+bool paged_decode(cudaStream_t stream, const float* q, const int32_t* qo_indptr, const PagedKv& kv,
+                  const TreeMask* tree, float* o, const AttnShape& s, const PagedAttnHints* hints) {
+  const int D = s.head_dim, G = s.n_heads / s.n_kv_heads;
+  if (D != 64 && D != 128 && D != 256) return false;
+  if (G > 16 || (kv.kv_dtype != DType::F16 && kv.kv_dtype != DType::F32)) return false;
+  if (reinterpret_cast<uintptr_t>(kv.k_pages) % 16 != 0 || reinterpret_cast<uintptr_t>(kv.v_pages) % 16 != 0) return false;
+  unsigned gx;
+  int S = 1;
+  if (hints != nullptr && hints->total_q <= 65535) {
+    if (hints->total_q <= 0) return true;  // no queries: nothing to do
+    gx = (unsigned)hints->total_q;
+    // Enough blocks for two waves of the SMs, but at least 256 keys per split.
+    const int64_t base = (int64_t)gx * s.n_kv_heads, want = 2 * (int64_t)sm_count();
+    const int64_t by_len = std::max<int64_t>(1, (hints->max_kv_len + 255) / 256);
+    S = (int)std::clamp<int64_t>((want + base - 1) / base, 1, std::min<int64_t>(by_len, 64));
+  } else {  // no hints (or more tokens than one grid row): one split, blocks loop over tokens
+    gx = attn_token_blocks(s.n_kv_heads);
+  }
+  float* ws = nullptr;
+  if (S > 1) {
+    // partial outputs (rows x S x D) and log-sum-exps (rows x S) of the tokens of one grid pass
+    const size_t rows = (size_t)gx * s.n_heads;
+    ws = static_cast<float*>(stream_workspace(stream, sizeof(float) * rows * S * ((size_t)D + 1)));
+  }
+  if (kv.kv_dtype == DType::F16) decode_by_dim<uint16_t>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws);
+  else decode_by_dim<float>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws);
+  return true;
+}
+
 }  // namespace
+
+void paged_attention_hinted(cudaStream_t stream, const float* q, const int32_t* qo_indptr, const PagedKv& kv,
+                            const TreeMask* tree, float* o, const AttnShape& s, const PagedAttnHints& hints) {
+  if (kv.batch <= 0 || s.n_heads <= 0 || s.n_kv_heads <= 0 || s.head_dim <= 0) return;
+  if (paged_decode(stream, q, qo_indptr, kv, tree, o, s, &hints)) {
+    check_launch("paged_attention");
+    return;
+  }
+  paged_attention(stream, q, qo_indptr, kv, tree, o, s);
+}
 
 void paged_attention(cudaStream_t stream, const float* q, const int32_t* qo_indptr, const PagedKv& kv,
                      const TreeMask* tree, float* o, const AttnShape& s) {
   if (kv.batch <= 0 || s.n_heads <= 0 || s.n_kv_heads <= 0 || s.head_dim <= 0) return;
+  if (paged_decode(stream, q, qo_indptr, kv, tree, o, s, nullptr)) {
+    check_launch("paged_attention");
+    return;
+  }
   if (kv.kv_dtype == DType::F16) {
     dispatch<uint16_t>(stream, q, qo_indptr, kv, tree, o, s);
   } else if (kv.kv_dtype == DType::F32) {

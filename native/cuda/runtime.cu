@@ -2,6 +2,8 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <mutex>
+#include <unordered_map>
 #include <cstdlib>
 #include <sstream>
 #include <stdexcept>
@@ -43,6 +45,19 @@ bool tensor_cores_enabled() {
 }
 
 void set_tensor_cores(bool on) { g_tc.store(on ? 1 : 0, std::memory_order_relaxed); }
+
+void* stream_workspace(cudaStream_t stream, size_t bytes) {
+  static std::mutex mu;
+  static std::unordered_map<cudaStream_t, DeviceBuffer>* spaces = new std::unordered_map<cudaStream_t, DeviceBuffer>();
+  std::lock_guard<std::mutex> lock(mu);
+  DeviceBuffer& b = (*spaces)[stream];
+  if (b.size() < bytes) {
+    TS_CUDA_CHECK(cudaStreamSynchronize(stream));  // queued kernels may still use the old buffer
+    b.reset();
+    b = DeviceBuffer(bytes + bytes / 4);
+  }
+  return b.get();
+}
 
 int sm_count() {
   constexpr int kMaxDevices = 64;

@@ -459,6 +459,7 @@ void test_paged_attention() {
       {{7, 300, 1, 0, 19}, {3, 1, 1, 0, 5}},           // mixed, an empty sequence
       {{5, 5}, {5, 2}},                                // every entry is a query (prefix 0)
       {{260, 33}, {6, 4}},                             // tree-verify sized
+      {{5000, 1, 700}, {1, 1, 3}},                     // long: many splits with hints
   };
   const int32_t page_sizes[] = {1, 3, 16, 256};
   const DType kv_dtypes[] = {DType::F32, DType::F16};
@@ -527,6 +528,15 @@ void test_paged_attention() {
                                                tree ? &dtm : nullptr, dout.as<float>(), s);
                 sync();
                 compare("paged_attention", name, ref, from_dev<float>(dout, ref.size()), 1e-4);
+                // With the host's hints the decode kernel may split sequences (flash-decoding).
+                tessera::cuda::PagedAttnHints hints;
+                hints.total_q = Tq;
+                hints.max_kv_len = *std::max_element(bt.lens.begin(), bt.lens.end());
+                DeviceBuffer dout2 = poisoned(q.size() * 4);
+                tessera::cuda::paged_attention_hinted(g_stream, dq.as<float>(), dqo.as<int32_t>(), dev.kv,
+                                                      tree ? &dtm : nullptr, dout2.as<float>(), s, hints);
+                sync();
+                compare("paged_attention", name + " hinted", ref, from_dev<float>(dout2, ref.size()), 1e-4);
               });
             }
 }
