@@ -22,6 +22,13 @@ struct PagedAttnHints {
   int64_t total_q = 0;
   int32_t max_kv_len = 0;
 };
+// The packed prefill's token count, known to the caller; with it varlen_attention runs on tensor
+// cores (head dims 64 / 128; f16 operands, f32 softmax and accumulation).
+struct VarlenHints {
+  int64_t total_tokens = 0;  // cu_seqlens[num_seqs]
+};
+void varlen_attention_hinted(cudaStream_t stream, const float* q, const float* k, const float* v, float* o,
+                             const VarlenBatch& batch, const AttnShape& s, const VarlenHints& hints);
 void paged_attention_hinted(cudaStream_t stream, const float* q, const int32_t* qo_indptr, const PagedKv& kv,
                             const TreeMask* tree, float* o, const AttnShape& s, const PagedAttnHints& hints);
 }  // namespace tessera::cuda

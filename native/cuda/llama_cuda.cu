@@ -230,6 +230,10 @@ void CudaLlama::forward(KvCache& kv, const ForwardBatch& b, float* logits, int32
     const AttnShape shape{(int32_t)Hq, (int32_t)Hkv, (int32_t)D, 1.0f / std::sqrt((float)D)};
     PagedAttnHints hints;
     hints.total_q = T;
+    // A step in which every sequence starts from nothing (the Prepacking case) attends within the
+    // step's own keys; tensor cores need at least a tile's worth of tokens to pay off.
+    bool fresh = T >= 64;
+    for (int32_t s = 0; s < S; s++) fresh = fresh && plan.old_len[s] == 0;
     for (int32_t s = 0; s < S; s++) hints.max_kv_len = std::max(hints.max_kv_len, plan.old_len[s] + b.seq_n_tokens[s]);
     embed(stream_, tok_embd_.data, tok_embd_.dtype, E, d_tokens, T, x);
     rmsnorm(stream_, x, layers_[0].attn_norm, xn, T, E, cfg_.rms_eps);
@@ -248,7 +252,11 @@ void CudaLlama::forward(KvCache& kv, const ForwardBatch& b, float* logits, int32
       PagedKv pk = kv.layer((int32_t)l, plan.indptr, plan.indices, plan.last);  // host tables ...
       pk.indptr = d_indptr, pk.indices = d_indices, pk.last_page_len = d_last;  // ... on the device
       kv_append(stream_, k, v, d_bidx, d_pos, T, pk);
-      paged_attention_hinted(stream_, q, d_qo, pk, nullptr, att, shape, hints);
+      if (fresh) {  // every sequence starts here: packed varlen prefill over this step's own K / V
+        varlen_attention_hinted(stream_, q, k, v, att, VarlenBatch{d_qo, (int32_t)S}, shape, VarlenHints{T});
+      } else {
+        paged_attention_hinted(stream_, q, d_qo, pk, nullptr, att, shape, hints);
+      }
       matmul(att, L.wo, tmp, T);
       add_rmsnorm(stream_, x, tmp, L.ffn_norm, xn, T, E, cfg_.rms_eps);
       matmul(xn, L.w_gate, g, T);
