@@ -5,14 +5,19 @@ import * as fs from 'node:fs';
 import { Scheduler } from './engine/scheduler';
 import { checkInteger, describe, rangeError, typeError } from './errors';
 import { readGguf, type GgufInfo } from './gguf';
-import { addon, type NativeModel, type NativeModelInfo } from './native';
+import { addon, nativeInfo, type NativeModel, type NativeModelInfo } from './native';
 import { Sampler, validateSamplingOptions, type SamplingOptions } from './sampling';
 import { Tensor } from './tensor';
 import { Tokenizer } from './tokenizer';
 
 export interface LoadModelOptions {
-  /** 'cpu' (default and, for now, the only device models run on). */
-  device?: 'cpu' | 'auto';
+  /**
+   * Where forward steps run. 'cpu' (and 'auto', the default, for now) runs on the CPU. 'cuda' runs
+   * on the GPU through the CUDA addon (prebuilds/<platform>-cuda or `npm run build:cuda`); it fails
+   * with the reason when that addon is not loaded or no usable GPU exists. The GPU path is new:
+   * 'auto' will choose it once it has been validated on GPUs (see README, "Backends").
+   */
+  device?: 'cpu' | 'cuda' | 'auto';
   /** CPU threads for this model (default: the cores this process may use). */
   threads?: number;
   /** Longest sequence (prompt + generated tokens). Default: min(training context, 4096). */
@@ -79,7 +84,14 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   for (const k of Object.keys(options)) if (!LOAD_KEYS.has(k)) throw new TypeError(`${where}: unknown option ${JSON.stringify(k)}`);
   if (!fs.existsSync(path)) throw new Error(`${where}: no such file: ${path}`);
   const device = options.device ?? 'auto';
-  if (device !== 'cpu' && device !== 'auto') throw typeError(where, 'device', "'cpu' or 'auto' (models run on the CPU for now)", device);
+  if (device !== 'cpu' && device !== 'cuda' && device !== 'auto') throw typeError(where, 'device', "'cpu', 'cuda' or 'auto'", device);
+  if (device === 'cuda') {
+    const info = nativeInfo();
+    if (info.device !== 'cuda') {
+      const why = info.cuda.compiled ? `CUDA is not usable here: ${info.cuda.reason}` : `the loaded binary (${info.binary}) has no CUDA backend; install the CUDA prebuild or run npm run build:cuda (and TESSERA_DEVICE=cuda|auto)`;
+      throw new Error(`${where}: device 'cuda': ${why}`);
+    }
+  }
   const threads = checkInteger(where, 'threads', options.threads ?? 0, 0, 1024);
   const contextSize = checkInteger(where, 'contextSize', options.contextSize ?? 0, 0, 1 << 24);
   const pageSize = checkInteger(where, 'pageSize', options.pageSize ?? 16, 1, 4096);
@@ -90,7 +102,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
 
   const gguf = readGguf(path); // metadata only; validates the container
   const tokenizer = Tokenizer.fromGguf(gguf.metadata);
-  const native = new (addon().NativeModel)(path, { threads, contextSize, kvPages, pageSize, kvDtype });
+  const native = new (addon().NativeModel)(path, { device: device === 'cuda' ? 'cuda' : 'cpu', threads, contextSize, kvPages, pageSize, kvDtype });
   try {
     await native.repack(); // int8 weight layout, on a worker thread (the event loop keeps running)
   } catch (e) {

@@ -82,13 +82,18 @@ export interface NativeModelInfo {
   kvDtype: 'f16' | 'f32';
   kvBytes: number;
   threads: number;
+  /** Where forward steps run. */
+  device: 'cpu' | 'cuda';
+  /** The GPU's name and the bytes of weights copied to it (device 'cuda' only). */
+  gpu?: string;
+  gpuWeightBytes?: number;
 }
 
 /** The typed contract of the native module (native/napi/addon.cc). */
 export interface Addon {
   NativeModel: new (
     path: string,
-    options: { threads: number; contextSize: number; kvPages: number; pageSize: number; kvDtype: 'f16' | 'f32' },
+    options: { device: 'cpu' | 'cuda'; threads: number; contextSize: number; kvPages: number; pageSize: number; kvDtype: 'f16' | 'f32' },
   ) => NativeModel;
   info(): NativeInfo;
   setThreads(n: number): number;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CUDA compile check (CI has nvcc but no GPU): builds native/cuda for every target architecture,
-# the CUDA parity test, and the CUDA-enabled addon with cmake-js, then runs the parity test
-# (which reports "skipped" without a usable GPU) and loads the addon to show it falls back.
+# the CUDA parity test, the CUDA model test, the GPU benchmark, and the CUDA-enabled addon with
+# cmake-js, then runs the two tests (they report "skipped" without a usable GPU) and loads the
+# addon to show it falls back and that loadModel({ device: 'cuda' }) says why it cannot run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v nvcc >/dev/null 2>&1; then
@@ -10,12 +11,25 @@ if ! command -v nvcc >/dev/null 2>&1; then
 fi
 export CUDACXX="$(command -v nvcc)"
 cmake -S . -B build-cuda-test -DTESSERA_CUDA=ON -DTESSERA_NATIVE_TESTS=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build-cuda-test -j 2 --target tessera_cuda_parity_test
+cmake --build build-cuda-test -j 2 --target tessera_cuda_parity_test tessera_cuda_model_test tessera_cuda_bench
 ./build-cuda-test/tessera_cuda_parity_test
+./build-cuda-test/tessera_cuda_model_test ../shared
 npm run build:cuda
 node -e "
 const t = require('./build-cuda/Release/tessera_cuda.node');
 const c = t.info().cuda;
 if (!c.compiled) { console.error('check-cuda: the cmake-js addon was built without CUDA'); process.exit(1); }
 console.log('check-cuda: CUDA addon loads; cuda usable =', c.usable, c.usable ? '' : '(' + c.reason + ')');
+// a model on device 'cuda' is refused with the probe's reason where no GPU is usable
+const opts = { device: 'cuda', threads: 1, contextSize: 64, kvPages: 0, pageSize: 16, kvDtype: 'f16' };
+try {
+  const m = new t.NativeModel('models/stories260K-q8_0.gguf', opts);
+  if (!c.usable) { console.error('check-cuda: a cuda model was created without a usable GPU'); process.exit(1); }
+  console.log('check-cuda: cuda model loads on', m.info().gpu);
+  m.dispose();
+} catch (e) {
+  if (c.usable) throw e;
+  if (!/CUDA is not usable/.test(e.message)) { console.error('check-cuda: unexpected refusal: ' + e.message); process.exit(1); }
+  console.log('check-cuda: device cuda refused as expected:', e.message);
+}
 "

@@ -265,6 +265,34 @@ describe('bad input', () => {
     }
     await expect(loadModel(path.join(MODELS, 'llama2-vocab.gguf'))).rejects.toThrow(/token_embd/);
     await expect(loadModel(path.join(MODELS, 'stories260K.gguf'), { treads: 2 } as never)).rejects.toThrow(/unknown option "treads"/);
+    await expect(loadModel(path.join(MODELS, 'stories260K.gguf'), { device: 'gpu' } as never)).rejects.toThrow(/'cpu', 'cuda' or 'auto'/);
+  });
+  it("device 'cuda' runs on the GPU where the CUDA addon is usable, and says why not elsewhere", async () => {
+    const file = path.join(MODELS, 'stories260K.gguf');
+    if (nativeInfo().device !== 'cuda') {
+      await expect(loadModel(file, { device: 'cuda' })).rejects.toThrow(/device 'cuda': .*(CUDA|cuda)/);
+      // the binding refuses too when the binary has no CUDA backend
+      if (!nativeInfo().cuda.compiled) {
+        expect(() => new (addon().NativeModel)(file, { device: 'cuda', threads: 1, contextSize: 64, kvPages: 0, pageSize: 16, kvDtype: 'f16' })).toThrow(
+          /built without the CUDA backend/,
+        );
+      }
+      const m = await loadModel(file, { threads: 1, device: 'auto' });
+      expect(m.info.device).toBe('cpu');
+      await m.dispose();
+      return;
+    }
+    // On a GPU: greedy on the GPU equals greedy on the CPU for this f32 model (no tensor cores).
+    const gpu = await loadModel(file, { device: 'cuda', contextSize: 256 });
+    const cpu = await loadModel(file, { device: 'cpu', threads: 1, contextSize: 256 });
+    try {
+      expect(gpu.info.device).toBe('cuda');
+      const opts = { maxTokens: 32, temperature: 0, logitBias: { 2: -Infinity } };
+      expect((await gpu.complete('Once upon a time', opts)).tokens).toEqual((await cpu.complete('Once upon a time', opts)).tokens);
+    } finally {
+      await gpu.dispose();
+      await cpu.dispose();
+    }
   });
   it('a disposed model refuses work; dispose twice is fine', async () => {
     const m = await loadModel(path.join(MODELS, 'stories260K.gguf'), { threads: 1 });

@@ -3,16 +3,20 @@
 #
 # Here (no GPU needed):   bash bench/gpu/check.sh --prepare
 #   builds build-gpu/ for sm_90 with this machine's nvcc and copies the three binaries (parity test,
-#   model test, benchmark) into .device/bin/, the stories260K models and the 32000-token vocabulary
-#   into .device/shared/, and packs node into .device/ (../shared/device/prepare.sh). Then ONE call:
+#   model test, benchmark) into .device/bin/; builds the TypeScript layer and an sm_90 CUDA addon
+#   into .device/pkg/ (dist/ + build-cuda/Release/tessera_cuda.node); copies the stories260K models
+#   and the 32000-token vocabulary into .device/shared/; packs node into .device/
+#   (../shared/device/prepare.sh). Then ONE call:
 #     run  carry: [".device"]
 #          command: "source .device/node-env.sh; bash bench/gpu/check.sh"   timeout_s: 560
 # On the device it runs, each step bounded by `timeout` so one hang cannot eat the lease:
 #   1. the op parity test (every CUDA op vs the CPU op on random inputs)
 #   2. the model test (CudaLlama vs the CPU model, teacher-forced greedy on stories260K and
 #      synthetic bf16/q4_0/q4_k/q6_k/qwen2 models)
-#   3. the benchmark plan (bench/gpu/plan.py) with tessera, then 4. with PyTorch (torch_ref.py)
-#   5. the markdown report pairing them (report.py), printed last.
+#   3. the TypeScript layer on the GPU (node-check.mjs: loadModel({ device: 'cuda' }) greedy vs the
+#      CPU, and generate() tokens/s through the API on a TinyLlama-1.1B shape)
+#   4. the benchmark plan (bench/gpu/plan.py) with tessera, then 5. with PyTorch (torch_ref.py)
+#   6. the markdown report pairing them (report.py), printed last.
 # Logs go to $OUT (the device tool brings that folder back).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,6 +32,13 @@ if [ "${1:-}" = "--prepare" ]; then
   mkdir -p .device/bin .device/shared/models .device/shared/golden
   cp build-gpu/tessera_cuda_parity_test build-gpu/tessera_cuda_model_test build-gpu/tessera_cuda_bench .device/bin/
   grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >> .git/info/exclude
+  npm run build:ts >/dev/null
+  npx cmake-js compile --out build-gpu-addon --CDTESSERA_CUDA_ARCHS=90-real >/dev/null
+  rm -rf .device/pkg && mkdir -p .device/pkg/build-cuda/Release
+  cp build-gpu-addon/Release/tessera_cuda.node .device/pkg/build-cuda/Release/
+  strip --strip-unneeded .device/pkg/build-cuda/Release/tessera_cuda.node 2>/dev/null || true
+  cp -r dist .device/pkg/dist
+  cp package.json .device/pkg/
   cp "$shared"/models/*.gguf .device/shared/models/
   cp -r "$shared"/golden/. .device/shared/golden/ 2>/dev/null || true
   bash "$shared/device/prepare.sh"
@@ -57,11 +68,18 @@ nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
 head -n 15 "$OUT/nvidia-smi.txt"
 step "parity test" 150 parity.log ./.device/bin/tessera_cuda_parity_test
 step "model test" 150 model.log ./.device/bin/tessera_cuda_model_test "$shared"
+if command -v node >/dev/null 2>&1; then
+  step "node (loadModel on cuda)" 150 node.log node bench/gpu/node-check.mjs .device/pkg "$shared/models"
+else
+  echo "=== node: not found (source .device/node-env.sh first)"
+  status=1
+fi
 python3 bench/gpu/plan.py bench/gpu/shapes.json "$shared/models/llama2-vocab.gguf" >"$OUT/plan.txt"
 step "tessera benchmark" 240 bench.log ./.device/bin/tessera_cuda_bench "$OUT/plan.txt"
 step "torch benchmark" 150 torch.log env PYTHONUNBUFFERED=1 python3 bench/gpu/torch_ref.py "$OUT/plan.txt"
-python3 bench/gpu/report.py "$OUT/bench.log" "$OUT/torch.log" >"$OUT/summary.md" 2>&1
+python3 bench/gpu/report.py "$OUT/bench.log" "$OUT/torch.log" "$OUT/node.log" >"$OUT/summary.md" 2>&1
 echo "=== summary"
 grep -hE "^cuda|passed|FAIL" "$OUT/parity.log" "$OUT/model.log" | tail -n 30
+grep -h "^RESULT node\|^# .*first difference" "$OUT/node.log" 2>/dev/null
 cat "$OUT/summary.md"
 exit $status

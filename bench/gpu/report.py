@@ -77,6 +77,15 @@ def main():
             out.append(f"| prefill | {kv['dtype']} | {kv['seqs']} x {kv['len']} tokens, one step | {kv['tok_per_s']} |")
         elif k == "model_decode":
             out.append(f"| decode | {kv['dtype']} | batch {kv['batch']}, {kv['ms_per_step']} ms/step, weights {kv['weights_gbps']} GB/s | {kv['tok_per_s']} |")
+    for k, kv in [(k, kv) for who, k, kv in rows if who == "node"]:
+        if k == "generate":
+            out.append(f"| generate() via the API | f16 | batch {kv['batch']}, prompt {kv['prompt']}, {kv['new']} new tokens, "
+                       f"{kv['wall_ms']} ms | {kv.get('decode_tok_per_s', kv.get('decode_tok_per_s_est'))} (decode) |")
+    greedy = [kv for who, k, kv in rows if who == "node" and k == "greedy"]
+    if greedy:
+        out += ["", "## Greedy through the API: GPU vs CPU (stories260K)", "| model | same prefix tokens | of | near-ties |", "|---|---|---|---|"]
+        for kv in greedy:
+            out.append(f"| {kv['model']} | {kv['same_prefix_tokens']} | {kv['of']} | {kv['near_ties']} |")
     print("\n".join(out))
 
 

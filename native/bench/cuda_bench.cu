@@ -24,7 +24,7 @@
 
 #include "../cuda/common.cuh"
 #include "../cuda/cuda_ops.h"
-#include "../cuda/llama_cuda.h"
+#include "tessera/cuda_llama.h"
 #include "tessera/cuda_api.h"
 #include "tessera/gguf.h"
 #include "tessera/kv_cache.h"

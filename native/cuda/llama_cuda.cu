@@ -1,8 +1,8 @@
-// CudaLlama: see llama_cuda.h. The step mirrors LlamaModel::forward op for op (the CPU model is
+// CudaLlama: see tessera/cuda_llama.h. The step mirrors LlamaModel::forward op for op (the CPU model is
 // its reference in native/test/cuda_model_test.cu); differences: the residual add is fused with
 // the following rmsnorm (add_rmsnorm), and activations stay f32 on the device. One stream per
 // model; the only synchronisation is the final copy of the logits.
-#include "llama_cuda.h"
+#include "tessera/cuda_llama.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "common.cuh"
 #include "cuda_ops.h"
 #include "model_kernels.h"
 #include "tessera/cuda_api.h"
@@ -54,7 +55,46 @@ size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
 }  // namespace
 
-CudaLlama::CudaLlama(const LlamaModel& model, int device) : cfg_(model.config()) {
+struct CudaLlama::Impl {
+  struct DevWeight {
+    const void* data = nullptr;  // device
+    DType dtype = DType::F32;
+    int64_t n = 0, k = 0;
+  };
+  struct DevLayer {
+    DevWeight wq, wk, wv, wo, w_gate, w_up, w_down;
+    const float *attn_norm = nullptr, *ffn_norm = nullptr, *bq = nullptr, *bk = nullptr, *bv = nullptr;
+  };
+
+  explicit Impl(const LlamaModel& model, int device);
+  ~Impl();
+  const void* upload(const void* host, size_t bytes, const std::string& what);
+  DevWeight upload_weight(const Weight& w);
+  const float* upload_vector(const std::vector<float>& v, const std::string& what);
+  void matmul(const float* x, const DevWeight& w, float* y, int64_t m) const;
+  void ensure_capacity(int64_t tokens, int64_t logit_rows, size_t int_bytes);
+  void forward(KvCache& kv, const ForwardBatch& b, float* logits, int32_t max_seq_len);
+
+  LlamaConfig cfg_;
+  int device_ = 0;
+  std::string name_;
+  cudaStream_t stream_ = nullptr;
+  std::vector<DeviceBuffer> owned_;  // every weight and norm vector
+  int64_t weight_bytes_ = 0;
+  DevWeight tok_embd_, output_;
+  const float* output_norm_ = nullptr;
+  std::vector<DevLayer> layers_;
+
+  // Per-step memory, grown on demand and reused: activations, the step's index arrays (device and
+  // a pinned host staging copy, uploaded with one copy) and the logits.
+  DeviceBuffer act_, ints_;
+  int32_t* host_ints_ = nullptr;
+  size_t host_ints_bytes_ = 0;
+  int64_t cap_tokens_ = 0, cap_rows_ = 0;
+};
+
+
+CudaLlama::Impl::Impl(const LlamaModel& model, int device) : cfg_(model.config()) {
   const CudaProbe probe = cuda_probe();
   if (!probe.usable) throw std::runtime_error("CUDA is not usable: " + probe.reason);
   if (device < 0) TS_CUDA_CHECK(cudaGetDevice(&device));
@@ -66,6 +106,7 @@ CudaLlama::CudaLlama(const LlamaModel& model, int device) : cfg_(model.config())
     throw std::runtime_error("CUDA device " + std::to_string(device) + " (" + d.name + ") has compute capability " +
                              std::to_string(d.cc_major) + "." + std::to_string(d.cc_minor) + "; tessera needs 7.5 or newer");
   device_ = device;
+  name_ = d.name;
   TS_CUDA_CHECK(cudaSetDevice(device_));
   TS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   try {
@@ -98,7 +139,7 @@ CudaLlama::CudaLlama(const LlamaModel& model, int device) : cfg_(model.config())
   }
 }
 
-CudaLlama::~CudaLlama() {
+CudaLlama::Impl::~Impl() {
   cudaSetDevice(device_);
   cudaStreamSynchronize(stream_);
   owned_.clear();
@@ -108,7 +149,7 @@ CudaLlama::~CudaLlama() {
   cudaStreamDestroy(stream_);
 }
 
-const void* CudaLlama::upload(const void* host, size_t bytes, const std::string& what) {
+const void* CudaLlama::Impl::upload(const void* host, size_t bytes, const std::string& what) {
   DeviceBuffer b;
   try {
     b = DeviceBuffer(bytes);
@@ -125,35 +166,36 @@ const void* CudaLlama::upload(const void* host, size_t bytes, const std::string&
   return owned_.back().get();
 }
 
-CudaLlama::DevWeight CudaLlama::upload_weight(const Weight& w) {
+CudaLlama::Impl::DevWeight CudaLlama::Impl::upload_weight(const Weight& w) {
   DevWeight d;
   d.dtype = w.dtype, d.n = w.n, d.k = w.k;
   d.data = upload(w.data, (size_t)dtype_bytes(w.dtype, w.n * w.k), w.name);
   return d;
 }
 
-const float* CudaLlama::upload_vector(const std::vector<float>& v, const std::string& what) {
+const float* CudaLlama::Impl::upload_vector(const std::vector<float>& v, const std::string& what) {
   return static_cast<const float*>(upload(v.data(), v.size() * sizeof(float), what));
 }
 
 std::unique_ptr<KvCache> CudaLlama::make_cache(int32_t num_pages, int32_t page_size, DType dtype) const {
+  const Impl& m = *impl_;
   KvCacheConfig c;
-  c.n_layers = cfg_.n_layer;
+  c.n_layers = m.cfg_.n_layer;
   c.num_pages = num_pages;
   c.page_size = page_size;
-  c.n_kv_heads = cfg_.n_head_kv;
-  c.head_dim = cfg_.head_dim;
+  c.n_kv_heads = m.cfg_.n_head_kv;
+  c.head_dim = m.cfg_.head_dim;
   c.dtype = dtype;
   KvCache::validate(c);  // before any device memory is taken
-  TS_CUDA_CHECK(cudaSetDevice(device_));
-  return std::make_unique<KvCache>(c, std::make_unique<DeviceKvStorage>(c, stream_));
+  TS_CUDA_CHECK(cudaSetDevice(m.device_));
+  return std::make_unique<KvCache>(c, std::make_unique<DeviceKvStorage>(c, m.stream_));
 }
 
-void CudaLlama::matmul(const float* x, const DevWeight& w, float* y, int64_t m) const {
+void CudaLlama::Impl::matmul(const float* x, const DevWeight& w, float* y, int64_t m) const {
   cuda::matmul(stream_, x, w.data, w.dtype, y, m, w.n, w.k);
 }
 
-void CudaLlama::ensure_capacity(int64_t T, int64_t R, size_t int_bytes) {
+void CudaLlama::Impl::ensure_capacity(int64_t T, int64_t R, size_t int_bytes) {
   if (T > cap_tokens_ || R > cap_rows_) {
     const int64_t t = std::max(T, cap_tokens_), r = std::max(R, cap_rows_);
     const int64_t E = cfg_.n_embd, Q = (int64_t)cfg_.n_head * cfg_.head_dim, KV = (int64_t)cfg_.n_head_kv * cfg_.head_dim;
@@ -182,7 +224,7 @@ void CudaLlama::ensure_capacity(int64_t T, int64_t R, size_t int_bytes) {
   }
 }
 
-void CudaLlama::forward(KvCache& kv, const ForwardBatch& b, float* logits, int32_t max_seq_len) {
+void CudaLlama::Impl::forward(KvCache& kv, const ForwardBatch& b, float* logits, int32_t max_seq_len) {
   if (kv.on_host()) throw std::invalid_argument("CudaLlama::forward: the KV cache is in host memory; use make_cache()");
   const KvCacheConfig& kc = kv.config();
   if (kc.n_layers != cfg_.n_layer || kc.n_kv_heads != cfg_.n_head_kv || kc.head_dim != cfg_.head_dim)
@@ -278,5 +320,15 @@ void CudaLlama::forward(KvCache& kv, const ForwardBatch& b, float* logits, int32
     throw;
   }
 }
+
+CudaLlama::CudaLlama(const LlamaModel& model, int device) : impl_(std::make_unique<Impl>(model, device)) {}
+CudaLlama::~CudaLlama() = default;
+void CudaLlama::forward(KvCache& kv, const ForwardBatch& b, float* logits, int32_t max_seq_len) {
+  impl_->forward(kv, b, logits, max_seq_len);
+}
+const LlamaConfig& CudaLlama::config() const { return impl_->cfg_; }
+int CudaLlama::device() const { return impl_->device_; }
+std::string CudaLlama::device_name() const { return impl_->name_; }
+int64_t CudaLlama::weight_bytes() const { return impl_->weight_bytes_; }
 
 }  // namespace tessera::cuda

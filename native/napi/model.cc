@@ -17,12 +17,18 @@
 #include "tessera/llama.h"
 #include "tessera/synth.h"
 #include "tessera/threadpool.h"
+#ifdef TESSERA_WITH_CUDA
+#include "tessera/cuda_llama.h"
+#endif
 
 namespace tessera {
 namespace {
 
 struct ModelState {
   std::unique_ptr<LlamaModel> model;
+#ifdef TESSERA_WITH_CUDA
+  std::unique_ptr<cuda::CudaLlama> gpu;  // set when the model runs on a GPU (kv then lives there)
+#endif
   std::unique_ptr<KvCache> kv;
   std::unique_ptr<ThreadPool> pool;
   int32_t context_size = 0;
@@ -44,7 +50,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                         InstanceMethod("dispose", &NativeModel::Dispose)});
   }
 
-  // new NativeModel(path, { threads, contextSize, kvPages, pageSize, kvDtype })
+  // new NativeModel(path, { device: 'cpu' | 'cuda', threads, contextSize, kvPages, pageSize, kvDtype })
   explicit NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 2 || !info[0].IsString() || !info[1].IsObject())
@@ -66,6 +72,12 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     int64_t pages = integer("kvPages", 0, INT32_MAX);
     const std::string kv_dtype = o.Get("kvDtype").ToString();
     if (kv_dtype != "f16" && kv_dtype != "f32") throw Napi::RangeError::New(env, "loadModel: kvDtype must be 'f16' or 'f32'");
+    const std::string device = o.Has("device") ? o.Get("device").ToString().Utf8Value() : "cpu";
+    if (device != "cpu" && device != "cuda") throw Napi::RangeError::New(env, "loadModel: device must be 'cpu' or 'cuda'");
+#ifndef TESSERA_WITH_CUDA
+    if (device == "cuda")
+      throw Napi::Error::New(env, "loadModel: device 'cuda': this tessera binary was built without the CUDA backend");
+#endif
     try {
       state_ = std::make_shared<ModelState>();
       state_->pool = std::make_unique<ThreadPool>(threads);
@@ -75,8 +87,14 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       if (context == 0) context = std::min<int64_t>(c.n_ctx_train, 4096);
       if (pages == 0) pages = (context + page_size - 1) / page_size;  // room for one full-length sequence
       state_->context_size = (int32_t)context;
-      state_->kv = std::make_unique<KvCache>(KvCacheConfig{c.n_layer, (int32_t)pages, page_size, c.n_head_kv, c.head_dim,
-                                                           kv_dtype == "f16" ? DType::F16 : DType::F32});
+      const DType kd = kv_dtype == "f16" ? DType::F16 : DType::F32;
+#ifdef TESSERA_WITH_CUDA
+      if (device == "cuda") {
+        state_->gpu = std::make_unique<cuda::CudaLlama>(*state_->model);
+        state_->kv = state_->gpu->make_cache((int32_t)pages, page_size, kd);
+      }
+#endif
+      if (!state_->kv) state_->kv = std::make_unique<KvCache>(KvCacheConfig{c.n_layer, (int32_t)pages, page_size, c.n_head_kv, c.head_dim, kd});
     } catch (const ArgError& e) {
       throw Napi::RangeError::New(env, e.what());
     } catch (const std::exception& e) {
@@ -144,6 +162,14 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     o.Set("kvDtype", dtype_info(kc.dtype).name);
     o.Set("kvBytes", (double)state_->kv->bytes());
     o.Set("threads", state_->pool->size());
+    o.Set("device", "cpu");
+#ifdef TESSERA_WITH_CUDA
+    if (state_->gpu) {
+      o.Set("device", "cuda");
+      o.Set("gpu", state_->gpu->device_name());
+      o.Set("gpuWeightBytes", (double)state_->gpu->weight_bytes());
+    }
+#endif
     return o;
   }
 
@@ -219,6 +245,12 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         b.logit_rows = rows_.data();
         b.n_logit_rows = (int32_t)rows_.size();
         logits_.resize(rows_.size() * (size_t)state_->model->config().n_vocab);
+#ifdef TESSERA_WITH_CUDA
+        if (state_->gpu) {
+          state_->gpu->forward(*state_->kv, b, logits_.data(), state_->context_size);
+          return;
+        }
+#endif
         state_->model->forward(*state_->kv, b, logits_.data(), *state_->pool, state_->context_size);
       } catch (const KvOutOfPages& e) {
         kind_ = "out_of_pages";
@@ -282,6 +314,9 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
    protected:
     void Execute() override {
       try {
+#ifdef TESSERA_WITH_CUDA
+        if (state_->gpu) return;  // the GPU reads the file's own layout: nothing to repack
+#endif
         state_->model->repack(state_->pool.get());
       } catch (const std::exception& e) {
         SetError(e.what());

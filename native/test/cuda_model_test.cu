@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "../cuda/llama_cuda.h"
+#include "tessera/cuda_llama.h"
 #include "harness.h"
 #include "tessera/cuda_api.h"
 #include "tessera/gguf.h"

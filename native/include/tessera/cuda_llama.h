@@ -1,0 +1,48 @@
+// The Llama-family forward pass on a CUDA device: the weights of a loaded LlamaModel copied to the
+// device as they are stored (quantised blocks stay quantised and are dequantised in registers by
+// the matmuls), a KV cache whose pages live on the device, and forward() with the same contract as
+// LlamaModel::forward (same validation, same rollback on failure, logits returned to the host).
+// Plain C++ (no CUDA header): the N-API binding includes it; native/cuda/llama_cuda.cu implements
+// it, and only binaries built with the CUDA backend (TESSERA_WITH_CUDA) link it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "tessera/kv_cache.h"
+#include "tessera/llama.h"
+
+namespace tessera::cuda {
+
+class CudaLlama {
+ public:
+  // Copies the weights of `model` to device `device` (-1: the current device). Throws
+  // std::runtime_error when no usable device exists (the probe's reason), when the device has
+  // compute capability < 7.5, or when its memory cannot hold the weights (naming the tensor).
+  // `model` is only read during construction.
+  explicit CudaLlama(const LlamaModel& model, int device = -1);
+  ~CudaLlama();
+  CudaLlama(const CudaLlama&) = delete;
+  CudaLlama& operator=(const CudaLlama&) = delete;
+
+  // A cache for this model whose pages are on the device (throws naming the bad field, or when
+  // the device memory cannot hold it).
+  std::unique_ptr<KvCache> make_cache(int32_t num_pages, int32_t page_size, DType dtype = DType::F16) const;
+
+  // One packed step (see LlamaModel::forward). `kv` must come from make_cache(). Synchronous:
+  // returns when the logits (n_logit_rows, n_vocab) are in host memory.
+  void forward(KvCache& kv, const ForwardBatch& batch, float* logits, int32_t max_seq_len);
+
+  const LlamaConfig& config() const;
+  int device() const;
+  std::string device_name() const;
+  int64_t weight_bytes() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tessera::cuda
