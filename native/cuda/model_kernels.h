@@ -20,5 +20,12 @@ void add_rmsnorm(cudaStream_t stream, float* x, const float* y, const float* wei
                  int64_t n, float eps);
 // out (n_rows, n) = x[rows[r]].
 void gather_rows(cudaStream_t stream, const float* x, const int32_t* rows, int64_t n_rows, int64_t n, float* out);
+// x[rows[r]] += y (n_rows, n), rows distinct: the inverse of gather_rows (sampling.cu).
+void scatter_add_rows(cudaStream_t stream, float* x, const float* y, const int32_t* rows, int64_t n_rows, int64_t n);
+
+// Per row of x (rows, n): the k best elements by (value descending, index ascending), NaN never
+// taken; idx / val (rows, k). A row with fewer than k non-NaN values ends with -1 / -inf.
+void top_k_rows(cudaStream_t stream, const float* x, int64_t rows, int64_t n, int k, int32_t* idx, float* val);
+void argmax_rows(cudaStream_t stream, const float* x, int64_t rows, int64_t n, int32_t* idx, float* val);
 
 }  // namespace tessera::cuda

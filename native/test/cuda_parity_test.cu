@@ -609,6 +609,62 @@ void test_model_kernels() {
     }
 }
 
+// Top-k / argmax against a host sort by (value descending, index ascending) without NaN; and the
+// scatter that undoes gather_rows.
+void test_sampling_kernels() {
+  for (int64_t n : {1, 7, 1000, 32000})
+    for (int k : {1, 5, 40}) {
+      const std::string name = "top_k n=" + std::to_string(n) + " k=" + std::to_string(k);
+      run_case("sampling", name, [&] {
+        const int64_t rows = 3;
+        std::vector<float> x = randv((size_t)(rows * n), -5.f, 5.f);
+        if (n >= 1000) {  // ties, infinities and NaN in row 1
+          x[n + 3] = x[n + 9] = x[n + 500] = 7.f;
+          x[n + 10] = INFINITY, x[n + 11] = -INFINITY, x[n + 12] = NAN;
+        }
+        if (n == 7) x[0] = x[1] = NAN;  // row 0: five values for k up to 40
+        DeviceBuffer dx = to_dev(x), di = poisoned((size_t)rows * k * 4), dv = poisoned((size_t)rows * k * 4);
+        tessera::cuda::top_k_rows(g_stream, dx.as<float>(), rows, n, k, di.as<int32_t>(), dv.as<float>());
+        sync();
+        const std::vector<int32_t> gi = from_dev<int32_t>(di, (size_t)(rows * k));
+        const std::vector<float> gv = from_dev<float>(dv, (size_t)(rows * k));
+        size_t bad = 0;
+        for (int64_t r = 0; r < rows; ++r) {
+          std::vector<int32_t> order;
+          for (int32_t i = 0; i < n; ++i)
+            if (!std::isnan(x[r * n + i])) order.push_back(i);
+          std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return x[r * n + a] > x[r * n + b]; });
+          for (int p = 0; p < k; ++p) {
+            const int32_t want = p < (int)order.size() ? order[p] : -1;
+            const float wv = want >= 0 ? x[r * n + want] : -INFINITY;
+            if (gi[r * k + p] != want || !(gv[r * k + p] == wv)) ++bad;
+          }
+        }
+        record("sampling", name, bad == 0, (double)bad, bad ? std::to_string(bad) + " picks differ" : "");
+      });
+    }
+  run_case("sampling", "argmax and scatter_add_rows", [&] {
+    const int64_t rows = 5, n = 300;
+    std::vector<float> x = randv((size_t)(rows * n));
+    DeviceBuffer dx = to_dev(x), di = poisoned(rows * 4), dv = poisoned(rows * 4);
+    tessera::cuda::argmax_rows(g_stream, dx.as<float>(), rows, n, di.as<int32_t>(), dv.as<float>());
+    sync();
+    const std::vector<int32_t> gi = from_dev<int32_t>(di, rows);
+    size_t bad = 0;
+    for (int64_t r = 0; r < rows; ++r)
+      if (gi[r] != (int32_t)(std::max_element(x.begin() + r * n, x.begin() + (r + 1) * n) - (x.begin() + r * n))) ++bad;
+    record("sampling", "argmax", bad == 0, (double)bad);
+    const std::vector<int32_t> sel = {4, 0, 2};
+    const std::vector<float> y = randv(sel.size() * n);
+    DeviceBuffer dy = to_dev(y), ds = to_dev(sel);
+    tessera::cuda::scatter_add_rows(g_stream, dx.as<float>(), dy.as<float>(), ds.as<int32_t>(), (int64_t)sel.size(), n);
+    sync();
+    for (size_t i = 0; i < sel.size(); ++i)
+      for (int64_t c = 0; c < n; ++c) x[sel[i] * n + c] += y[i * n + c];
+    compare("sampling", "scatter_add_rows", x, from_dev<float>(dx, x.size()), 0.0);
+  });
+}
+
 // ---- kv_append -----------------------------------------------------------------------------------
 
 void test_kv_append() {
@@ -794,6 +850,7 @@ int main(int argc, char** argv) {
   if (want("paged_attention")) test_paged_attention();
   if (want("kv_append")) test_kv_append();
   if (want("model_kernels")) test_model_kernels();
+  if (want("sampling")) test_sampling_kernels();
   if (want("convert")) test_convert();
 
   for (const auto& [op, s] : g_ops)
