@@ -24,9 +24,11 @@ void check_launch(const char* kernel);
 // Streaming multiprocessors of the current device (cached per device).
 int sm_count();
 
-// Scratch memory of `stream` (at least `bytes`, reused by the next call on the same stream; growing
-// it waits for the stream first). For split-KV partial results.
+// Scratch memory of `stream` on the current device (at least `bytes`, reused by the next call on the
+// same stream; growing it waits for the stream first): split-KV partial results, tile lists. One
+// host thread per stream. release_stream_workspace frees it; call it before destroying the stream.
 void* stream_workspace(cudaStream_t stream, size_t bytes);
+void release_stream_workspace(cudaStream_t stream);
 
 // Tensor-core paths (matmul_tc.cu): on unless TESSERA_CUDA_TC=0 in the environment or turned off
 // with set_tensor_cores(false) (benchmarks and tests compare both paths).

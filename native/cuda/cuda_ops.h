@@ -18,6 +18,8 @@ TESSERA_OP_SIGNATURES(TESSERA_CUDA_CTX)
 // What the host knows about a paged_attention call that the device arrays hide: the number of
 // query tokens (qo_indptr[batch]) and the longest sequence. With them the decode kernel splits long
 // sequences across blocks (flash-decoding) instead of giving each (token, KV head) one block.
+// They must be exact (total_q = qo_indptr[batch]; max_kv_len >= every sequence's length): rows past
+// a too-small total_q are not written. total_q <= 0 means "unknown" (no splits).
 struct PagedAttnHints {
   int64_t total_q = 0;
   int32_t max_kv_len = 0;
@@ -25,7 +27,7 @@ struct PagedAttnHints {
 // The packed prefill's token count, known to the caller; with it varlen_attention runs on tensor
 // cores (head dims 64 / 128; f16 operands, f32 softmax and accumulation).
 struct VarlenHints {
-  int64_t total_tokens = 0;  // cu_seqlens[num_seqs]
+  int64_t total_tokens = 0;  // must equal cu_seqlens[num_seqs]; <= 0: unknown (CUDA-core kernel)
 };
 void varlen_attention_hinted(cudaStream_t stream, const float* q, const float* k, const float* v, float* o,
                              const VarlenBatch& batch, const AttnShape& s, const VarlenHints& hints);

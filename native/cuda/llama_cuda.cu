@@ -18,10 +18,24 @@
 namespace tessera::cuda {
 namespace {
 
+// The model's stream, shared with the caches it makes (a cache may outlive the model): destroyed,
+// with its scratch memory, when the last owner goes.
+using StreamRef = std::shared_ptr<CUstream_st>;
+
+StreamRef make_stream(int device) {
+  cudaStream_t s = nullptr;
+  TS_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  return StreamRef(s, [device](cudaStream_t st) {
+    cudaSetDevice(device);
+    release_stream_workspace(st);  // synchronises the stream first
+    cudaStreamDestroy(st);
+  });
+}
+
 // Page storage on the device: per layer one K and one V buffer of (num_pages, page_size, Hkv, D).
 class DeviceKvStorage final : public KvStorage {
  public:
-  DeviceKvStorage(const KvCacheConfig& c, cudaStream_t stream) : stream_(stream) {
+  DeviceKvStorage(const KvCacheConfig& c, StreamRef stream) : owner_(std::move(stream)), stream_(owner_.get()) {
     const size_t bytes = (size_t)dtype_bytes(c.dtype, (int64_t)c.num_pages * c.page_size * c.n_kv_heads * c.head_dim);
     for (int32_t l = 0; l < c.n_layers; l++) {
       try {
@@ -47,6 +61,7 @@ class DeviceKvStorage final : public KvStorage {
   }
 
  private:
+  StreamRef owner_;
   cudaStream_t stream_;
   std::vector<DeviceBuffer> k_, v_;
 };
@@ -78,6 +93,7 @@ struct CudaLlama::Impl {
   LlamaConfig cfg_;
   int device_ = 0;
   std::string name_;
+  StreamRef stream_ref_;
   cudaStream_t stream_ = nullptr;
   std::vector<DeviceBuffer> owned_;  // every weight and norm vector
   int64_t weight_bytes_ = 0;
@@ -108,7 +124,8 @@ CudaLlama::Impl::Impl(const LlamaModel& model, int device) : cfg_(model.config()
   device_ = device;
   name_ = d.name;
   TS_CUDA_CHECK(cudaSetDevice(device_));
-  TS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  stream_ref_ = make_stream(device_);
+  stream_ = stream_ref_.get();
   try {
     tok_embd_ = upload_weight(model.token_embedding());
     output_ = model.output().data == model.token_embedding().data ? tok_embd_ : upload_weight(model.output());
@@ -134,7 +151,6 @@ CudaLlama::Impl::Impl(const LlamaModel& model, int device) : cfg_(model.config()
     TS_CUDA_CHECK(cudaDeviceSynchronize());
   } catch (...) {
     owned_.clear();
-    cudaStreamDestroy(stream_);
     throw;
   }
 }
@@ -146,7 +162,7 @@ CudaLlama::Impl::~Impl() {
   act_.reset();
   ints_.reset();
   if (host_ints_ != nullptr) cudaFreeHost(host_ints_);
-  cudaStreamDestroy(stream_);
+
 }
 
 const void* CudaLlama::Impl::upload(const void* host, size_t bytes, const std::string& what) {
@@ -188,7 +204,7 @@ std::unique_ptr<KvCache> CudaLlama::make_cache(int32_t num_pages, int32_t page_s
   c.dtype = dtype;
   KvCache::validate(c);  // before any device memory is taken
   TS_CUDA_CHECK(cudaSetDevice(m.device_));
-  return std::make_unique<KvCache>(c, std::make_unique<DeviceKvStorage>(c, m.stream_));
+  return std::make_unique<KvCache>(c, std::make_unique<DeviceKvStorage>(c, m.stream_ref_));
 }
 
 void CudaLlama::Impl::matmul(const float* x, const DevWeight& w, float* y, int64_t m) const {

@@ -133,6 +133,9 @@ void launch(cudaStream_t stream, const float* x, const void* w, float* y, int64_
 bool matmul_tensor_cores(cudaStream_t stream, const float* x, const void* w, DType dt, float* y, int64_t m,
                          int64_t n, int64_t k) {
   if (!tensor_cores_enabled() || m < kTcMinRows || k % BK != 0) return false;
+  // Below 128 rows a 128 x 128 tile wastes tensor-core work on zero rows; take it only when the grid
+  // still covers the SMs (otherwise the CUDA-core kernel streams the weights over more SMs).
+  if (m < BM && ((n + BN - 1) / BN) * ((m + BM - 1) / BM) < sm_count()) return false;
   if (reinterpret_cast<uintptr_t>(x) % 16 != 0) return false;
   if (dt == DType::F16 && reinterpret_cast<uintptr_t>(w) % 8 != 0) return false;
   if (dt != DType::F16 && reinterpret_cast<uintptr_t>(w) % 2 != 0) return false;

@@ -113,7 +113,7 @@ void launch_decode(cudaStream_t stream, const float* q, const int32_t* qo_indptr
   if (S > 1) {
     check_launch("paged_attention (split-KV)");
     const unsigned mg = (unsigned)std::min<int64_t>((int64_t)gx * s.n_heads, 65535);
-    paged_decode_merge<<<mg, 128, 0, stream>>>(ws, ws_lse, o, qo_indptr, kv.batch, s.n_heads, D, S);
+    paged_decode_merge<<<mg, 128, 0, stream>>>(ws, ws_lse, o, qo_indptr, kv.batch, (int32_t)gx, s.n_heads, D, S);
   }
 }
 
@@ -146,16 +146,21 @@ bool paged_decode(cudaStream_t stream, const float* q, const int32_t* qo_indptr,
   if (D != 64 && D != 128 && D != 256) return false;
   if (G > 16 || (kv.kv_dtype != DType::F16 && kv.kv_dtype != DType::F32)) return false;
   if (reinterpret_cast<uintptr_t>(kv.k_pages) % 16 != 0 || reinterpret_cast<uintptr_t>(kv.v_pages) % 16 != 0) return false;
+  {  // e.g. f32 pages with D = 256 need 66 KB: more than a Turing block may have
+    int dev = 0, optin = 0;
+    TS_CUDA_CHECK(cudaGetDevice(&dev));
+    TS_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    if (paged_decode_smem(kv.kv_dtype == DType::F16 ? 2 : 4, D, G) > (size_t)optin) return false;
+  }
   unsigned gx;
   int S = 1;
-  if (hints != nullptr && hints->total_q <= 65535) {
-    if (hints->total_q <= 0) return true;  // no queries: nothing to do
+  if (hints != nullptr && hints->total_q > 0 && hints->total_q <= 65535) {
     gx = (unsigned)hints->total_q;
     // Enough blocks for two waves of the SMs, but at least 256 keys per split.
     const int64_t base = (int64_t)gx * s.n_kv_heads, want = 2 * (int64_t)sm_count();
     const int64_t by_len = std::max<int64_t>(1, (hints->max_kv_len + 255) / 256);
     S = (int)std::clamp<int64_t>((want + base - 1) / base, 1, std::min<int64_t>(by_len, 64));
-  } else {  // no hints (or more tokens than one grid row): one split, blocks loop over tokens
+  } else {  // no (usable) hints: one split, blocks loop over the tokens
     gx = attn_token_blocks(s.n_kv_heads);
   }
   float* ws = nullptr;

@@ -99,7 +99,10 @@ __global__ void __launch_bounds__(kDecThreads)
   const uint8_t* vbase = static_cast<const uint8_t*>(kv.v_pages);
   const int64_t row_stride = (int64_t)kv.n_kv_heads * Geo::kRowBytes;  // bytes between slots
 
-  for (int32_t t = blockIdx.x; t < total; t += gridDim.x) {
+  // With splits the grid has exactly one block row per query token (the workspace holds that
+  // many rows); without, blocks loop over the tokens.
+  const int32_t t_end = S > 1 ? min(total, (int32_t)gridDim.x) : total;
+  for (int32_t t = blockIdx.x; t < t_end; t += gridDim.x) {
     const int32_t b = find_segment(qo_indptr, kv.batch, t);
     const int32_t q0 = qo_indptr[b], nq = qo_indptr[b + 1] - q0, i = t - q0;
     const int32_t L = kv.seq_len(b), prefix = L - nq;
@@ -218,8 +221,9 @@ __global__ void __launch_bounds__(kDecThreads)
 // o (rows, D) from S partials per row.
 __global__ void __launch_bounds__(128)
     paged_decode_merge(const float* __restrict__ ws_o, const float* __restrict__ ws_lse, float* __restrict__ o,
-                       const int32_t* __restrict__ qo_indptr, int32_t batch, int32_t Hq, int32_t D, int32_t S) {
-  const int64_t rows = (int64_t)qo_indptr[batch] * Hq;
+                       const int32_t* __restrict__ qo_indptr, int32_t batch, int32_t max_tokens, int32_t Hq,
+                       int32_t D, int32_t S) {
+  const int64_t rows = (int64_t)min(qo_indptr[batch], max_tokens) * Hq;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const float* lse = ws_lse + row * S;
     float M = -INFINITY;

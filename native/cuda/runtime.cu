@@ -3,7 +3,7 @@
 
 #include <atomic>
 #include <mutex>
-#include <unordered_map>
+#include <map>
 #include <cstdlib>
 #include <sstream>
 #include <stdexcept>
@@ -46,17 +46,35 @@ bool tensor_cores_enabled() {
 
 void set_tensor_cores(bool on) { g_tc.store(on ? 1 : 0, std::memory_order_relaxed); }
 
+namespace {
+// Scratch buffers per (device, stream). Leaked on purpose at exit (static destruction order vs the
+// CUDA runtime's own teardown); release_stream_workspace frees one when its stream goes away.
+std::mutex g_ws_mu;
+std::map<std::pair<int, cudaStream_t>, DeviceBuffer>& workspaces() {
+  static auto* m = new std::map<std::pair<int, cudaStream_t>, DeviceBuffer>();
+  return *m;
+}
+}  // namespace
+
 void* stream_workspace(cudaStream_t stream, size_t bytes) {
-  static std::mutex mu;
-  static std::unordered_map<cudaStream_t, DeviceBuffer>* spaces = new std::unordered_map<cudaStream_t, DeviceBuffer>();
-  std::lock_guard<std::mutex> lock(mu);
-  DeviceBuffer& b = (*spaces)[stream];
+  int dev = 0;
+  TS_CUDA_CHECK(cudaGetDevice(&dev));
+  std::lock_guard<std::mutex> lock(g_ws_mu);
+  DeviceBuffer& b = workspaces()[{dev, stream}];
   if (b.size() < bytes) {
     TS_CUDA_CHECK(cudaStreamSynchronize(stream));  // queued kernels may still use the old buffer
     b.reset();
     b = DeviceBuffer(bytes + bytes / 4);
   }
   return b.get();
+}
+
+void release_stream_workspace(cudaStream_t stream) {
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return;
+  cudaStreamSynchronize(stream);
+  std::lock_guard<std::mutex> lock(g_ws_mu);
+  workspaces().erase({dev, stream});
 }
 
 int sm_count() {

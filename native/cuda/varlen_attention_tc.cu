@@ -202,10 +202,9 @@ bool launch(cudaStream_t stream, const float* q, const float* k, const float* v,
 void varlen_attention_hinted(cudaStream_t stream, const float* q, const float* k, const float* v, float* o,
                              const VarlenBatch& batch, const AttnShape& s, const VarlenHints& hints) {
   if (batch.num_seqs <= 0 || s.n_heads <= 0 || s.n_kv_heads <= 0 || s.head_dim <= 0) return;
-  if (hints.total_tokens <= 0) return;
   const bool aligned = reinterpret_cast<uintptr_t>(q) % 16 == 0 && reinterpret_cast<uintptr_t>(k) % 16 == 0 &&
                        reinterpret_cast<uintptr_t>(v) % 16 == 0 && reinterpret_cast<uintptr_t>(o) % 16 == 0;
-  if (tensor_cores_enabled() && aligned && s.n_heads <= 65535) {
+  if (tensor_cores_enabled() && aligned && s.n_heads <= 65535 && hints.total_tokens > 0) {
     if (s.head_dim == 64 && launch<64>(stream, q, k, v, o, batch, s, hints)) return;
     if (s.head_dim == 128 && launch<128>(stream, q, k, v, o, batch, s, hints)) return;
   }
