@@ -12,6 +12,7 @@
 #include <string>
 
 #include "tessera/dtype.h"
+#include "tessera/ops.h"
 
 namespace tessera::cuda {
 
@@ -39,6 +40,11 @@ void set_tensor_cores(bool on);
 constexpr int64_t kTcMinRows = 32;
 bool matmul_tensor_cores(cudaStream_t stream, const float* x, const void* w, DType dt, float* y, int64_t m,
                          int64_t n, int64_t k);
+// paged_attention's rows of sequences with at least min_nq queries (no tree mask) on tensor cores
+// (varlen_attention_tc.cu); total_q = qo_indptr[batch] exactly. False (nothing launched) where
+// the shape, dtype, alignment or shared memory do not allow it.
+bool paged_prefill_tensor_cores(cudaStream_t stream, const float* q, const int32_t* qo_indptr, const PagedKv& kv,
+                                float* o, const AttnShape& s, int64_t total_q, int32_t min_nq);
 
 #define TS_CUDA_CHECK(expr)                                                    \
   do {                                                                         \

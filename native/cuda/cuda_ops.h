@@ -23,6 +23,9 @@ TESSERA_OP_SIGNATURES(TESSERA_CUDA_CTX)
 struct PagedAttnHints {
   int64_t total_q = 0;
   int32_t max_kv_len = 0;
+  // Most queries of one sequence; from 16 up, such sequences (without a tree mask) run on the
+  // tensor-core prefill kernel. 0: unknown (every row in the decode kernel).
+  int32_t max_q_per_seq = 0;
 };
 // The packed prefill's token count, known to the caller; with it varlen_attention runs on tensor
 // cores (head dims 64 / 128; f16 operands, f32 softmax and accumulation).

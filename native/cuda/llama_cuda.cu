@@ -292,7 +292,10 @@ void CudaLlama::Impl::forward(KvCache& kv, const ForwardBatch& b, float* logits,
     // step's own keys; tensor cores need at least a tile's worth of tokens to pay off.
     bool fresh = T >= 64;
     for (int32_t s = 0; s < S; s++) fresh = fresh && plan.old_len[s] == 0;
-    for (int32_t s = 0; s < S; s++) hints.max_kv_len = std::max(hints.max_kv_len, plan.old_len[s] + b.seq_n_tokens[s]);
+    for (int32_t s = 0; s < S; s++) {
+      hints.max_kv_len = std::max(hints.max_kv_len, plan.old_len[s] + b.seq_n_tokens[s]);
+      hints.max_q_per_seq = std::max(hints.max_q_per_seq, b.seq_n_tokens[s]);
+    }
     embed(stream_, tok_embd_.data, tok_embd_.dtype, E, d_tokens, T, x);
     rmsnorm(stream_, x, layers_[0].attn_norm, xn, T, E, cfg_.rms_eps);
     for (size_t l = 0; l < layers_.size(); l++) {

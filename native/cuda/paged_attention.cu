@@ -15,6 +15,7 @@
 #include "paged_decode.cuh"
 
 #include <algorithm>
+#include <climits>
 
 namespace tessera::cuda {
 namespace {
@@ -100,7 +101,7 @@ void dispatch(cudaStream_t stream, const float* q, const int32_t* qo_indptr, con
 
 template <typename KV, int D, int R>
 void launch_decode(cudaStream_t stream, const float* q, const int32_t* qo_indptr, const PagedKv& kv,
-                   const TreeMask* tree, float* o, const AttnShape& s, unsigned gx, int S, float* ws) {
+                   const TreeMask* tree, float* o, const AttnShape& s, unsigned gx, int S, float* ws, int32_t max_nq) {
   const int G = s.n_heads / s.n_kv_heads;
   const size_t smem = paged_decode_smem((int)sizeof(KV), D, G);
   attn_prepare_smem(paged_decode_kernel<KV, D, R>, smem, "paged_attention");
@@ -109,39 +110,40 @@ void launch_decode(cudaStream_t stream, const float* q, const int32_t* qo_indptr
   float* ws_lse = nullptr;
   if (S > 1) ws_lse = ws + (size_t)gx * s.n_heads * S * D;  // after the partial outputs
   paged_decode_kernel<KV, D, R><<<grid, kDecThreads, smem, stream>>>(q, qo_indptr, kv, tm, tree != nullptr, o, ws,
-                                                                      ws_lse, s.n_heads, G, s.scale);
+                                                                      ws_lse, s.n_heads, G, s.scale, max_nq);
   if (S > 1) {
     check_launch("paged_attention (split-KV)");
     const unsigned mg = (unsigned)std::min<int64_t>((int64_t)gx * s.n_heads, 65535);
-    paged_decode_merge<<<mg, 128, 0, stream>>>(ws, ws_lse, o, qo_indptr, kv.batch, (int32_t)gx, s.n_heads, D, S);
+    paged_decode_merge<<<mg, 128, 0, stream>>>(ws, ws_lse, o, qo_indptr, kv.batch, (int32_t)gx, s.n_heads, D, S, max_nq);
   }
 }
 
 template <typename KV, int D>
 void decode_by_r(cudaStream_t stream, const float* q, const int32_t* qo_indptr, const PagedKv& kv,
-                 const TreeMask* tree, float* o, const AttnShape& s, unsigned gx, int S, float* ws) {
+                 const TreeMask* tree, float* o, const AttnShape& s, unsigned gx, int S, float* ws, int32_t max_nq) {
   const int G = s.n_heads / s.n_kv_heads;
   const int need = (G * D / 2 + kDecThreads - 1) / kDecThreads;
-  if (need <= 1) launch_decode<KV, D, 1>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws);
-  else if (need <= 2) launch_decode<KV, D, 2>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws);
-  else if (need <= 4) launch_decode<KV, D, 4>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws);
-  else if (need <= 8) launch_decode<KV, D, 8>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws);
-  else launch_decode<KV, D, 16>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws);
+  if (need <= 1) launch_decode<KV, D, 1>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws, max_nq);
+  else if (need <= 2) launch_decode<KV, D, 2>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws, max_nq);
+  else if (need <= 4) launch_decode<KV, D, 4>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws, max_nq);
+  else if (need <= 8) launch_decode<KV, D, 8>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws, max_nq);
+  else launch_decode<KV, D, 16>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws, max_nq);
 }
 
 template <typename KV>
 void decode_by_dim(cudaStream_t stream, const float* q, const int32_t* qo_indptr, const PagedKv& kv,
-                   const TreeMask* tree, float* o, const AttnShape& s, unsigned gx, int S, float* ws) {
+                   const TreeMask* tree, float* o, const AttnShape& s, unsigned gx, int S, float* ws, int32_t max_nq) {
   switch (s.head_dim) {
-    case 64: decode_by_r<KV, 64>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws); break;
-    case 128: decode_by_r<KV, 128>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws); break;
-    default: decode_by_r<KV, 256>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws); break;
+    case 64: decode_by_r<KV, 64>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws, max_nq); break;
+    case 128: decode_by_r<KV, 128>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws, max_nq); break;
+    default: decode_by_r<KV, 256>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws, max_nq); break;
   }
 }
 
 // The split-KV kernel when the shape allows it; false (nothing launched) otherwise.
 bool paged_decode(cudaStream_t stream, const float* q, const int32_t* qo_indptr, const PagedKv& kv,
-                  const TreeMask* tree, float* o, const AttnShape& s, const PagedAttnHints* hints) {
+                  const TreeMask* tree, float* o, const AttnShape& s, const PagedAttnHints* hints,
+                  int32_t max_nq = INT32_MAX) {
   const int D = s.head_dim, G = s.n_heads / s.n_kv_heads;
   if (D != 64 && D != 128 && D != 256) return false;
   if (G > 16 || (kv.kv_dtype != DType::F16 && kv.kv_dtype != DType::F32)) return false;
@@ -169,8 +171,8 @@ bool paged_decode(cudaStream_t stream, const float* q, const int32_t* qo_indptr,
     const size_t rows = (size_t)gx * s.n_heads;
     ws = static_cast<float*>(stream_workspace(stream, sizeof(float) * rows * S * ((size_t)D + 1)));
   }
-  if (kv.kv_dtype == DType::F16) decode_by_dim<uint16_t>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws);
-  else decode_by_dim<float>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws);
+  if (kv.kv_dtype == DType::F16) decode_by_dim<uint16_t>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws, max_nq);
+  else decode_by_dim<float>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws, max_nq);
   return true;
 }
 
@@ -179,11 +181,18 @@ bool paged_decode(cudaStream_t stream, const float* q, const int32_t* qo_indptr,
 void paged_attention_hinted(cudaStream_t stream, const float* q, const int32_t* qo_indptr, const PagedKv& kv,
                             const TreeMask* tree, float* o, const AttnShape& s, const PagedAttnHints& hints) {
   if (kv.batch <= 0 || s.n_heads <= 0 || s.n_kv_heads <= 0 || s.head_dim <= 0) return;
-  if (paged_decode(stream, q, qo_indptr, kv, tree, o, s, &hints)) {
+  // Sequences with many queries (a prompt continuing a sequence) on tensor cores, the rest (decode
+  // tokens) in the split-KV kernel, which then skips the former.
+  constexpr int32_t kPrefillMinQ = 16;
+  int32_t max_nq = INT32_MAX;
+  if (tree == nullptr && hints.total_q > 0 && hints.max_q_per_seq >= kPrefillMinQ &&
+      paged_prefill_tensor_cores(stream, q, qo_indptr, kv, o, s, hints.total_q, kPrefillMinQ))
+    max_nq = kPrefillMinQ - 1;
+  if (paged_decode(stream, q, qo_indptr, kv, tree, o, s, &hints, max_nq)) {
     check_launch("paged_attention");
     return;
   }
-  paged_attention(stream, q, qo_indptr, kv, tree, o, s);
+  paged_attention(stream, q, qo_indptr, kv, tree, o, s);  // all rows (rewrites the prefill's: same values)
 }
 
 void paged_attention(cudaStream_t stream, const float* q, const int32_t* qo_indptr, const PagedKv& kv,

@@ -13,6 +13,7 @@
 //   M = max_s lse_s,  o = Σ_s e^(lse_s - M) o_s / Σ_s e^(lse_s - M).
 // Visibility (as the CPU op): query i of nq in a sequence of L keys sees keys [0, L - nq) and,
 // without a tree, nodes 0..i; with a tree, node j iff its mask row says so. No visible key: o = 0.
+// Sequences with more than max_nq queries are skipped (the tensor-core prefill kernel did them).
 #pragma once
 
 #include "attention.cuh"
@@ -81,7 +82,7 @@ template <typename KV, int D, int R>
 __global__ void __launch_bounds__(kDecThreads)
     paged_decode_kernel(const float* __restrict__ q, const int32_t* __restrict__ qo_indptr, PagedKv kv,
                         TreeMask tree, bool has_tree, float* __restrict__ o, float* __restrict__ ws_o,
-                        float* __restrict__ ws_lse, int32_t Hq, int32_t G, float scale) {
+                        float* __restrict__ ws_lse, int32_t Hq, int32_t G, float scale, int32_t max_nq) {
   using Geo = DecGeom<KV, D>;
   extern __shared__ __align__(16) uint8_t smem_raw[];
   uint8_t* ks = smem_raw;
@@ -105,6 +106,7 @@ __global__ void __launch_bounds__(kDecThreads)
   for (int32_t t = blockIdx.x; t < t_end; t += gridDim.x) {
     const int32_t b = find_segment(qo_indptr, kv.batch, t);
     const int32_t q0 = qo_indptr[b], nq = qo_indptr[b + 1] - q0, i = t - q0;
+    if (nq > max_nq) continue;  // a prefill kernel owns these rows (t is block-uniform)
     const int32_t L = kv.seq_len(b), prefix = L - nq;
     const int32_t n = has_tree ? L : prefix + i + 1;  // keys [0, n) are candidates
     const int32_t* pages = kv.indices + kv.indptr[b];
@@ -222,9 +224,11 @@ __global__ void __launch_bounds__(kDecThreads)
 __global__ void __launch_bounds__(128)
     paged_decode_merge(const float* __restrict__ ws_o, const float* __restrict__ ws_lse, float* __restrict__ o,
                        const int32_t* __restrict__ qo_indptr, int32_t batch, int32_t max_tokens, int32_t Hq,
-                       int32_t D, int32_t S) {
+                       int32_t D, int32_t S, int32_t max_nq) {
   const int64_t rows = (int64_t)min(qo_indptr[batch], max_tokens) * Hq;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const int32_t t = (int32_t)(row / Hq), b = find_segment(qo_indptr, batch, t);
+    if (qo_indptr[b + 1] - qo_indptr[b] > max_nq) continue;  // rows the decode kernel skipped
     const float* lse = ws_lse + row * S;
     float M = -INFINITY;
     for (int s = 0; s < S; ++s) M = fmaxf(M, lse[s]);

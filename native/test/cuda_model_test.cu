@@ -3,8 +3,8 @@
 // greedy token, so one early near-tie cannot make the rest of the comparison meaningless.
 // Models: the real stories260K GGUFs (f32 / f16 / q8_0) from <shared>/models and small synthetic
 // models written here (bf16, q4_0, q4_k, q6_k; GQA; qwen2 with Q/K/V biases and NeoX rope).
-// Each case runs a packed prefill of three prompts, a copy-on-write fork, and decode steps of all
-// sequences in one batch; it checks the logits' relative error and greedy agreement wherever the
+// Each case runs a packed prefill of three prompts, a copy-on-write fork, decode steps of all
+// sequences in one batch, and a mixed step (a 40-token chunk beside three decodes); it checks the logits' relative error and greedy agreement wherever the
 // CPU's top-2 margin is decisive, plus the errors (CPU cache given, out of pages, bad tokens).
 // Without a usable GPU it prints "cuda model: skipped (<reason>)" and exits 0.
 // Usage: tessera_cuda_model_test [shared-dir]   (default ../shared)
@@ -147,6 +147,15 @@ Stats scenario(const std::string& path, int32_t page_size, DType kv_dtype, float
   for (int s = 0; s < decode; s++) {
     const std::vector<int32_t> ones(seqs.size(), 1), r4 = {0, 1, 2, 3};
     next = step_both(p, seqs, ones, next, r4, tie, st);
+  }
+  // A mixed step: a 40-token chunk continues sequence 0 (a prompt after a prefix: the tensor-core
+  // paged prefill on head dims 64 / 128) while the other three decode one token each.
+  {
+    std::vector<int32_t> counts = {40, 1, 1, 1}, toks, rows;
+    for (int32_t i = 0; i < 40; i++) toks.push_back(1 + (i * 97 + 13) % (V - 1));
+    toks.push_back(next[1]), toks.push_back(next[2]), toks.push_back(next[3]);
+    for (int32_t r = 0; r < 43; r++) rows.push_back(r);
+    step_both(p, seqs, counts, toks, rows, tie, st);
   }
   for (int32_t s : seqs) CHECK(p.hkv->length(s) == p.dkv->length(s), "lengths agree");
   return st;
