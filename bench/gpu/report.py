@@ -76,7 +76,8 @@ def main():
         if k == "model_prefill":
             out.append(f"| prefill | {kv['dtype']} | {kv['seqs']} x {kv['len']} tokens, one step | {kv['tok_per_s']} |")
         elif k == "model_decode":
-            out.append(f"| decode | {kv['dtype']} | batch {kv['batch']}, {kv['ms_per_step']} ms/step, weights {kv['weights_gbps']} GB/s | {kv['tok_per_s']} |")
+            out.append(f"| decode | {kv['dtype']} | batch {kv['batch']}, {kv['ms_per_step']} ms/step "
+                       f"({kv.get('no_graphs_ms_per_step', '-')} without CUDA graphs), weights {kv['weights_gbps']} GB/s | {kv['tok_per_s']} |")
     for k, kv in [(k, kv) for who, k, kv in rows if who == "node"]:
         if k == "generate":
             out.append(f"| generate() via the API | f16 | batch {kv['batch']}, prompt {kv['prompt']}, {kv['new']} new tokens, "

@@ -279,16 +279,26 @@ void bench_model(DType dt, const SynthSpec& base, int prefill_seqs, int prefill_
   std::vector<int32_t> ones(decode_batch, 1), next(decode_batch, 5), dr;
   for (int i = 0; i < decode_batch; i++) dr.push_back(i);
   set(seqs, ones, next, dr);
-  const auto t0 = clk::now();
-  for (int st = 0; st < steps; st++) {
-    gpu.forward(*kv, b, logits.data(), ctx);
-    for (int i = 0; i < decode_batch; i++)
-      next[i] = (int32_t)(std::max_element(&logits[(size_t)i * V], &logits[(size_t)(i + 1) * V]) - &logits[(size_t)i * V]);
+  // decode `steps` steps, with CUDA graphs (default) and without; the sequences go back to the
+  // prompt in between
+  double sec_graphs = 0, sec_plain = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    gpu.set_graphs(pass == 0);
+    const auto t0 = clk::now();
+    for (int st = 0; st < steps; st++) {
+      gpu.forward(*kv, b, logits.data(), ctx);
+      for (int i = 0; i < decode_batch; i++)
+        next[i] = (int32_t)(std::max_element(&logits[(size_t)i * V], &logits[(size_t)(i + 1) * V]) - &logits[(size_t)i * V]);
+    }
+    (pass == 0 ? sec_graphs : sec_plain) = std::chrono::duration<double>(clk::now() - t0).count();
+    for (int32_t s : seqs) kv->truncate(s, prefill_len);
   }
-  const double sec = std::chrono::duration<double>(clk::now() - t0).count();
-  std::printf("RESULT tessera model_decode dtype=%s batch=%d steps=%d s=%.4f tok_per_s=%.1f ms_per_step=%.3f weights_gbps=%.1f\n",
+  gpu.set_graphs(true);
+  const double sec = sec_graphs;
+  std::printf("RESULT tessera model_decode dtype=%s batch=%d steps=%d s=%.4f tok_per_s=%.1f ms_per_step=%.3f weights_gbps=%.1f "
+              "no_graphs_ms_per_step=%.3f\n",
               dtype_info(dt).name, decode_batch, steps, sec, decode_batch * steps / sec, 1e3 * sec / steps,
-              gpu.weight_bytes() * (double)steps / sec / 1e9);
+              gpu.weight_bytes() * (double)steps / sec / 1e9, 1e3 * sec_plain / steps);
 }
 
 }  // namespace

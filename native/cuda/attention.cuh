@@ -183,14 +183,7 @@ __device__ __forceinline__ void attend_row(const float* __restrict__ q, float sc
 template <class Kernel>
 void attn_prepare_smem(Kernel kernel, size_t bytes, const char* name) {
   if (bytes <= 48 * 1024) return;
-  const cudaError_t err =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
-  if (err != cudaSuccess) {
-    cudaGetLastError();
-    throw std::runtime_error(std::string("CUDA error: ") + name + ": head_dim needs " +
-                             std::to_string(bytes) + " bytes of shared memory per block: " +
-                             cudaGetErrorString(err));
-  }
+  set_max_dynamic_smem(reinterpret_cast<const void*>(kernel), bytes, name);
 }
 
 // Blocks along the token axis of an attention grid whose y axis holds `heads` heads: enough

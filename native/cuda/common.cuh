@@ -25,6 +25,11 @@ void check_launch(const char* kernel);
 // Streaming multiprocessors of the current device (cached per device).
 int sm_count();
 
+// Raises `kernel`'s dynamic shared memory limit to `bytes` on the current device, once (later calls
+// with no more bytes do nothing, so they are safe inside a CUDA graph capture). Throws naming
+// `name` when the device cannot.
+void set_max_dynamic_smem(const void* kernel, size_t bytes, const char* name);
+
 // Scratch memory of `stream` on the current device (at least `bytes`, reused by the next call on the
 // same stream; growing it waits for the stream first): split-KV partial results, tile lists. One
 // host thread per stream. release_stream_workspace frees it; call it before destroying the stream.

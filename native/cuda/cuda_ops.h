@@ -36,4 +36,12 @@ void varlen_attention_hinted(cudaStream_t stream, const float* q, const float* k
                              const VarlenBatch& batch, const AttnShape& s, const VarlenHints& hints);
 void paged_attention_hinted(cudaStream_t stream, const float* q, const int32_t* qo_indptr, const PagedKv& kv,
                             const TreeMask* tree, float* o, const AttnShape& s, const PagedAttnHints& hints);
+// What a decode-only paged_attention_hinted call (max_q_per_seq < 16) launches: the split count
+// (0: the per-(token, head) fallback kernel) and the stream scratch it takes. Equal plans launch
+// equal kernels, so a captured CUDA graph of such a step can be replayed.
+struct PagedAttnPlan {
+  int splits = 0;
+  size_t workspace_bytes = 0;
+};
+PagedAttnPlan paged_attention_plan(const PagedKv& kv, const AttnShape& s, const PagedAttnHints& hints);
 }  // namespace tessera::cuda

@@ -140,43 +140,64 @@ void decode_by_dim(cudaStream_t stream, const float* q, const int32_t* qo_indptr
   }
 }
 
-// The split-KV kernel when the shape allows it; false (nothing launched) otherwise.
-bool paged_decode(cudaStream_t stream, const float* q, const int32_t* qo_indptr, const PagedKv& kv,
-                  const TreeMask* tree, float* o, const AttnShape& s, const PagedAttnHints* hints,
-                  int32_t max_nq = INT32_MAX) {
+// Whether the split-KV kernel takes this shape, its grid width and split count, and the scratch
+// bytes it needs; the same answer for the same inputs (CUDA graph replays rely on that).
+struct DecodeChoice {
+  bool ok = false;
+  unsigned gx = 0;
+  int splits = 1;
+  size_t ws_bytes = 0;
+};
+
+DecodeChoice choose_decode(const PagedKv& kv, const AttnShape& s, const PagedAttnHints* hints) {
+  DecodeChoice c;
   const int D = s.head_dim, G = s.n_heads / s.n_kv_heads;
-  if (D != 64 && D != 128 && D != 256) return false;
-  if (G > 16 || (kv.kv_dtype != DType::F16 && kv.kv_dtype != DType::F32)) return false;
-  if (reinterpret_cast<uintptr_t>(kv.k_pages) % 16 != 0 || reinterpret_cast<uintptr_t>(kv.v_pages) % 16 != 0) return false;
+  if (D != 64 && D != 128 && D != 256) return c;
+  if (G > 16 || (kv.kv_dtype != DType::F16 && kv.kv_dtype != DType::F32)) return c;
+  if (reinterpret_cast<uintptr_t>(kv.k_pages) % 16 != 0 || reinterpret_cast<uintptr_t>(kv.v_pages) % 16 != 0) return c;
   {  // e.g. f32 pages with D = 256 need 66 KB: more than a Turing block may have
     int dev = 0, optin = 0;
     TS_CUDA_CHECK(cudaGetDevice(&dev));
     TS_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    if (paged_decode_smem(kv.kv_dtype == DType::F16 ? 2 : 4, D, G) > (size_t)optin) return false;
+    if (paged_decode_smem(kv.kv_dtype == DType::F16 ? 2 : 4, D, G) > (size_t)optin) return c;
   }
-  unsigned gx;
-  int S = 1;
+  c.ok = true;
   if (hints != nullptr && hints->total_q > 0 && hints->total_q <= 65535) {
-    gx = (unsigned)hints->total_q;
+    c.gx = (unsigned)hints->total_q;
     // Enough blocks for two waves of the SMs, but at least 256 keys per split.
-    const int64_t base = (int64_t)gx * s.n_kv_heads, want = 2 * (int64_t)sm_count();
+    const int64_t base = (int64_t)c.gx * s.n_kv_heads, want = 2 * (int64_t)sm_count();
     const int64_t by_len = std::max<int64_t>(1, (hints->max_kv_len + 255) / 256);
-    S = (int)std::clamp<int64_t>((want + base - 1) / base, 1, std::min<int64_t>(by_len, 64));
+    c.splits = (int)std::clamp<int64_t>((want + base - 1) / base, 1, std::min<int64_t>(by_len, 64));
   } else {  // no (usable) hints: one split, blocks loop over the tokens
-    gx = attn_token_blocks(s.n_kv_heads);
+    c.gx = attn_token_blocks(s.n_kv_heads);
   }
-  float* ws = nullptr;
-  if (S > 1) {
-    // partial outputs (rows x S x D) and log-sum-exps (rows x S) of the tokens of one grid pass
-    const size_t rows = (size_t)gx * s.n_heads;
-    ws = static_cast<float*>(stream_workspace(stream, sizeof(float) * rows * S * ((size_t)D + 1)));
-  }
-  if (kv.kv_dtype == DType::F16) decode_by_dim<uint16_t>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws, max_nq);
-  else decode_by_dim<float>(stream, q, qo_indptr, kv, tree, o, s, gx, S, ws, max_nq);
+  // partial outputs (rows x S x D) and log-sum-exps (rows x S) of the tokens of one grid pass
+  if (c.splits > 1) c.ws_bytes = sizeof(float) * (size_t)c.gx * s.n_heads * c.splits * ((size_t)D + 1);
+  return c;
+}
+
+// The split-KV kernel when the shape allows it; false (nothing launched) otherwise.
+bool paged_decode(cudaStream_t stream, const float* q, const int32_t* qo_indptr, const PagedKv& kv,
+                  const TreeMask* tree, float* o, const AttnShape& s, const PagedAttnHints* hints,
+                  int32_t max_nq = INT32_MAX) {
+  const DecodeChoice c = choose_decode(kv, s, hints);
+  if (!c.ok) return false;
+  float* ws = c.ws_bytes > 0 ? static_cast<float*>(stream_workspace(stream, c.ws_bytes)) : nullptr;
+  if (kv.kv_dtype == DType::F16) decode_by_dim<uint16_t>(stream, q, qo_indptr, kv, tree, o, s, c.gx, c.splits, ws, max_nq);
+  else decode_by_dim<float>(stream, q, qo_indptr, kv, tree, o, s, c.gx, c.splits, ws, max_nq);
   return true;
 }
 
 }  // namespace
+
+PagedAttnPlan paged_attention_plan(const PagedKv& kv, const AttnShape& s, const PagedAttnHints& hints) {
+  PagedAttnPlan p;
+  if (kv.batch <= 0 || s.n_heads <= 0 || s.n_kv_heads <= 0 || s.head_dim <= 0) return p;
+  const DecodeChoice c = choose_decode(kv, s, &hints);
+  p.splits = c.ok ? c.splits : 0;
+  p.workspace_bytes = c.ws_bytes;
+  return p;
+}
 
 void paged_attention_hinted(cudaStream_t stream, const float* q, const int32_t* qo_indptr, const PagedKv& kv,
                             const TreeMask* tree, float* o, const AttnShape& s, const PagedAttnHints& hints) {
@@ -185,14 +206,15 @@ void paged_attention_hinted(cudaStream_t stream, const float* q, const int32_t* 
   // tokens) in the split-KV kernel, which then skips the former.
   constexpr int32_t kPrefillMinQ = 16;
   int32_t max_nq = INT32_MAX;
-  if (tree == nullptr && hints.total_q > 0 && hints.max_q_per_seq >= kPrefillMinQ &&
+  // (only when the split-KV kernel can take the other rows: the fallback kernel does every row)
+  if (tree == nullptr && hints.total_q > 0 && hints.max_q_per_seq >= kPrefillMinQ && choose_decode(kv, s, &hints).ok &&
       paged_prefill_tensor_cores(stream, q, qo_indptr, kv, o, s, hints.total_q, kPrefillMinQ))
     max_nq = kPrefillMinQ - 1;
   if (paged_decode(stream, q, qo_indptr, kv, tree, o, s, &hints, max_nq)) {
     check_launch("paged_attention");
     return;
   }
-  paged_attention(stream, q, qo_indptr, kv, tree, o, s);  // all rows (rewrites the prefill's: same values)
+  paged_attention(stream, q, qo_indptr, kv, tree, o, s);  // every row
 }
 
 void paged_attention(cudaStream_t stream, const float* q, const int32_t* qo_indptr, const PagedKv& kv,

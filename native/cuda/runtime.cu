@@ -69,6 +69,23 @@ void* stream_workspace(cudaStream_t stream, size_t bytes) {
   return b.get();
 }
 
+void set_max_dynamic_smem(const void* kernel, size_t bytes, const char* name) {
+  static std::mutex mu;
+  static auto* done = new std::map<std::pair<const void*, int>, size_t>();
+  int dev = 0;
+  TS_CUDA_CHECK(cudaGetDevice(&dev));
+  std::lock_guard<std::mutex> lock(mu);
+  size_t& have = (*done)[{kernel, dev}];
+  if (have >= bytes) return;
+  const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    throw std::runtime_error(std::string("CUDA error: ") + name + ": needs " + std::to_string(bytes) +
+                             " bytes of shared memory per block: " + cudaGetErrorString(err));
+  }
+  have = bytes;
+}
+
 void release_stream_workspace(cudaStream_t stream) {
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess) return;

@@ -117,8 +117,10 @@ std::vector<int32_t> step_both(Pair& p, const std::vector<int32_t>& seqs, const 
 // Packed prefill of three prompts (all rows' logits), a fork of the second sequence after its
 // prompt (copy-on-write of its partial last page on both caches), then `decode` steps of the four
 // sequences in one batch, each fed the CPU's greedy token.
-Stats scenario(const std::string& path, int32_t page_size, DType kv_dtype, float tie, int decode = 12) {
+Stats scenario(const std::string& path, int32_t page_size, DType kv_dtype, float tie, int decode = 12,
+               bool graphs = true) {
   Pair p(path, 96, page_size, kv_dtype);
+  p.gpu.set_graphs(graphs);
   Stats st;
   const int32_t V = p.cpu.config().n_vocab;
   std::vector<int32_t> seqs;
@@ -158,6 +160,11 @@ Stats scenario(const std::string& path, int32_t page_size, DType kv_dtype, float
     step_both(p, seqs, counts, toks, rows, tie, st);
   }
   for (int32_t s : seqs) CHECK(p.hkv->length(s) == p.dkv->length(s), "lengths agree");
+  const cuda::CudaLlama::GraphStats gs = p.gpu.graph_stats();
+  std::printf("    cuda graphs %s: %lld captures, %lld replays\n", gs.enabled ? "on" : "off", (long long)gs.captures,
+              (long long)gs.replays);
+  if (graphs) CHECK(gs.captures >= 1 && gs.replays >= decode - 3, "decode steps replay a graph");
+  else CHECK(gs.captures == 0 && gs.replays == 0, "no graphs when off");
   return st;
 }
 
@@ -223,6 +230,7 @@ int main(int argc, char** argv) {
       harness::run_case(g_tally, name, [&] {
         write_synthetic_llama(path, spec);
         report(name.c_str(), scenario(path, 16, DType::F16, s.tie), s.tol);
+        if (s.dt == DType::F16) report((name + ", no cuda graphs").c_str(), scenario(path, 16, DType::F16, s.tie, 12, false), s.tol);
       });
     }
   } else {

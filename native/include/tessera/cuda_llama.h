@@ -39,6 +39,15 @@ class CudaLlama {
   std::string device_name() const;
   int64_t weight_bytes() const;
 
+  // Decode steps (every sequence one new token) run as a replayed CUDA graph once the same step
+  // shape comes twice in a row; TESSERA_CUDA_GRAPHS=0 or set_graphs(false) turns that off.
+  struct GraphStats {
+    bool enabled;
+    int64_t captures, replays;
+  };
+  GraphStats graph_stats() const;
+  void set_graphs(bool on);
+
   struct Impl;
 
  private:
