@@ -20,16 +20,21 @@ const t = require('./build-cuda/Release/tessera_cuda.node');
 const c = t.info().cuda;
 if (!c.compiled) { console.error('check-cuda: the cmake-js addon was built without CUDA'); process.exit(1); }
 console.log('check-cuda: CUDA addon loads; cuda usable =', c.usable, c.usable ? '' : '(' + c.reason + ')');
-// a model on device 'cuda' is refused with the probe's reason where no GPU is usable
+// a model on device 'cuda' is refused with the probe's reason where no GPU is usable (by repack(),
+// which copies the weights to the GPU on a worker thread)
 const opts = { device: 'cuda', threads: 1, contextSize: 64, kvPages: 0, pageSize: 16, kvDtype: 'f16' };
-try {
+(async () => {
   const m = new t.NativeModel('models/stories260K-q8_0.gguf', opts);
-  if (!c.usable) { console.error('check-cuda: a cuda model was created without a usable GPU'); process.exit(1); }
-  console.log('check-cuda: cuda model loads on', m.info().gpu);
-  m.dispose();
-} catch (e) {
-  if (c.usable) throw e;
-  if (!/CUDA is not usable/.test(e.message)) { console.error('check-cuda: unexpected refusal: ' + e.message); process.exit(1); }
-  console.log('check-cuda: device cuda refused as expected:', e.message);
-}
+  try {
+    await m.repack();
+    if (!c.usable) { console.error('check-cuda: a cuda model was created without a usable GPU'); process.exit(1); }
+    console.log('check-cuda: cuda model loads on', m.info().gpu);
+  } catch (e) {
+    if (c.usable) throw e;
+    if (!/CUDA is not usable/.test(e.message)) { console.error('check-cuda: unexpected refusal: ' + e.message); process.exit(1); }
+    console.log('check-cuda: device cuda refused as expected:', e.message);
+  } finally {
+    m.dispose();
+  }
+})().catch((e) => { console.error(e); process.exit(1); });
 "

@@ -32,6 +32,11 @@ struct ModelState {
   std::unique_ptr<KvCache> kv;
   std::unique_ptr<ThreadPool> pool;
   int32_t context_size = 0;
+  // device 'cuda': the weights go to the GPU and its cache is made in repack(), on a worker thread
+  // (copying gigabytes must not block the event loop); until then kv is null.
+  bool gpu_pending = false;
+  int32_t kv_pages = 0, page_size = 0;
+  DType kv_dtype = DType::F16;
   std::atomic<bool> busy{false};
 };
 
@@ -88,13 +93,14 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       if (pages == 0) pages = (context + page_size - 1) / page_size;  // room for one full-length sequence
       state_->context_size = (int32_t)context;
       const DType kd = kv_dtype == "f16" ? DType::F16 : DType::F32;
-#ifdef TESSERA_WITH_CUDA
+      const KvCacheConfig kc{c.n_layer, (int32_t)pages, page_size, c.n_head_kv, c.head_dim, kd};
       if (device == "cuda") {
-        state_->gpu = std::make_unique<cuda::CudaLlama>(*state_->model);
-        state_->kv = state_->gpu->make_cache((int32_t)pages, page_size, kd);
+        KvCache::validate(kc);  // bad geometry is reported here, not by repack()
+        state_->gpu_pending = true;
+        state_->kv_pages = (int32_t)pages, state_->page_size = page_size, state_->kv_dtype = kd;
+      } else {
+        state_->kv = std::make_unique<KvCache>(kc);
       }
-#endif
-      if (!state_->kv) state_->kv = std::make_unique<KvCache>(KvCacheConfig{c.n_layer, (int32_t)pages, page_size, c.n_head_kv, c.head_dim, kd});
     } catch (const ArgError& e) {
       throw Napi::RangeError::New(env, e.what());
     } catch (const std::exception& e) {
@@ -106,6 +112,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   ModelState& live(Napi::Env env) {
     if (!state_) throw Napi::Error::New(env, "the model was disposed");
     if (state_->busy.load()) throw Napi::Error::New(env, "the model is running a forward step (or repacking its weights); wait for it to finish");
+    if (!state_->kv) throw Napi::Error::New(env, "the model is not on its GPU yet: await repack() first");
     return *state_;
   }
 
@@ -156,11 +163,18 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     for (auto& [name, count] : m.weight_types()) types.Set(name, count);
     o.Set("weightTypes", types);
     o.Set("packedBytes", (double)m.packed_bytes());
-    const KvCacheConfig& kc = state_->kv->config();
-    o.Set("kvPages", kc.num_pages);
-    o.Set("pageSize", kc.page_size);
-    o.Set("kvDtype", dtype_info(kc.dtype).name);
-    o.Set("kvBytes", (double)state_->kv->bytes());
+    if (state_->kv) {
+      const KvCacheConfig& kc = state_->kv->config();
+      o.Set("kvPages", kc.num_pages);
+      o.Set("pageSize", kc.page_size);
+      o.Set("kvDtype", dtype_info(kc.dtype).name);
+      o.Set("kvBytes", (double)state_->kv->bytes());
+    } else {  // device 'cuda' before repack(): nothing on the GPU yet
+      o.Set("kvPages", state_->kv_pages);
+      o.Set("pageSize", state_->page_size);
+      o.Set("kvDtype", dtype_info(state_->kv_dtype).name);
+      o.Set("kvBytes", 0);
+    }
     o.Set("threads", state_->pool->size());
     o.Set("device", "cpu");
 #ifdef TESSERA_WITH_CUDA
@@ -315,7 +329,11 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     void Execute() override {
       try {
 #ifdef TESSERA_WITH_CUDA
-        if (state_->gpu) return;  // the GPU reads the file's own layout: nothing to repack
+        if (state_->gpu_pending) {  // copy the weights to the GPU (as stored: nothing to repack)
+          if (!state_->gpu) state_->gpu = std::make_unique<cuda::CudaLlama>(*state_->model);
+          if (!state_->kv) state_->kv = state_->gpu->make_cache(state_->kv_pages, state_->page_size, state_->kv_dtype);
+          return;
+        }
 #endif
         state_->model->repack(state_->pool.get());
       } catch (const std::exception& e) {
@@ -336,11 +354,14 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     std::shared_ptr<ModelState> state_;
   };
 
-  // repack() -> Promise<void>: the int8 repacking of the weights (LlamaModel::repack) off the main
-  // thread; loadModel awaits it before the model is used.
+  // repack() -> Promise<void>: the int8 repacking of the weights (LlamaModel::repack), or for
+  // device 'cuda' the copy of the weights to the GPU and its KV cache, off the main thread;
+  // loadModel awaits it before the model is used.
   Napi::Value Repack(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    ModelState& s = live(env);
+    if (!state_) throw Napi::Error::New(env, "the model was disposed");
+    if (state_->busy.load()) throw Napi::Error::New(env, "the model is running a forward step (or repacking its weights); wait for it to finish");
+    ModelState& s = *state_;
     s.busy.store(true);
     auto* worker = new RepackWorker(env, state_);
     Napi::Promise p = worker->Promise();
