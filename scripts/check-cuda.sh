@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # CUDA compile check (CI has nvcc but no GPU): builds native/cuda for every target architecture,
-# the CUDA parity test, the CUDA model test, the GPU benchmark, and the CUDA-enabled addon with
-# cmake-js, then runs the two tests (they report "skipped" without a usable GPU) and loads the
-# addon to show it falls back and that loadModel({ device: 'cuda' }) says why it cannot run.
+# the CUDA parity test, the CUDA model test and the GPU benchmark, and the CUDA-enabled addon with
+# cmake-js (one architecture; `npm run build:cuda` builds the prebuild for all). Then runs the two
+# tests (they report "skipped" without a usable GPU) and loads the addon to show it falls back and
+# that a model on device 'cuda' says why it cannot run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v nvcc >/dev/null 2>&1; then
@@ -14,9 +15,11 @@ cmake -S . -B build-cuda-test -DTESSERA_CUDA=ON -DTESSERA_NATIVE_TESTS=ON -DCMAK
 cmake --build build-cuda-test -j 2 --target tessera_cuda_parity_test tessera_cuda_model_test tessera_cuda_bench
 ./build-cuda-test/tessera_cuda_parity_test
 ./build-cuda-test/tessera_cuda_model_test ../shared
-npm run build:cuda
+# The addon once more through cmake-js (the prebuild's build system), for one architecture only:
+# every kernel was just compiled for all of them above.
+npx cmake-js compile --out build-cuda-check --CDTESSERA_CUDA_ARCHS=75-real >/dev/null
 node -e "
-const t = require('./build-cuda/Release/tessera_cuda.node');
+const t = require('./build-cuda-check/Release/tessera_cuda.node');
 const c = t.info().cuda;
 if (!c.compiled) { console.error('check-cuda: the cmake-js addon was built without CUDA'); process.exit(1); }
 console.log('check-cuda: CUDA addon loads; cuda usable =', c.usable, c.usable ? '' : '(' + c.reason + ')');
