@@ -66,10 +66,11 @@ function info_vocab(m) {
 const vocab = path.join(models, 'llama2-vocab.gguf');
 if (fs.existsSync(vocab) && process.env.NODE_CHECK_SKIP_E2E !== '1') {
   const small = process.env.NODE_CHECK_SMALL === '1'; // self-test size
-  const file = path.join(os.tmpdir(), `tessera-node-${small ? 'small' : 'tinyllama'}-f16.gguf`);
+  // the same file as native/bench/cuda_bench.cu's model line (written once per machine)
+  const file = small ? path.join(os.tmpdir(), 'tessera-node-small-f16.gguf') : '/tmp/tessera-bench-f16-2048.gguf';
   if (!fs.existsSync(file)) {
     const shape = small ? { dim: 256, layers: 2, heads: 4, kvHeads: 2, ff: 512 } : { dim: 2048, layers: 22, heads: 32, kvHeads: 4, ff: 5632 };
-    await t.writeSyntheticModel(file, { ...shape, context: 2048, dtype: 'f16', vocabFrom: vocab });
+    await t.writeSyntheticModel(file, { ...shape, context: 4096, dtype: 'f16', vocabFrom: vocab });
   }
   const m = await t.loadModel(file, { device: DEV, contextSize: 1024, kvPages: 8 * 64, maxBatchTokens: 4096 });
   const prompt = Array.from({ length: 500 }, (_, i) => 100 + ((i * 37) % 20000));
