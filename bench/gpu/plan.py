@@ -44,6 +44,10 @@ def main():
     for b in d["batches"]:
         for c in d["contexts"]:
             print("decode", b, c, d["heads"], d["kv_heads"], d["head_dim"], d["page_size"])
+    c = shapes["chunk"]
+    for ctx in c["contexts"]:
+        for nq in c["nq"]:
+            print("chunk", c["seqs"], ctx, nq, c["heads"], c["kv_heads"], c["head_dim"], c["page_size"])
     m = shapes["model"]
     for dt in m["dtypes"]:
         for db in m["decode_batches"]:

@@ -71,6 +71,12 @@ def main():
         out.append(f"| {kv['batch']} | {kv['context']} | {kv['ms']} | {kv['kv_gbps']} | {frac} | {kv.get('nosplit_ms', '-')} | "
                    f"{ref['ms'] if ref else '-'} | {ratio} |")
 
+    out += ["", "## Prompt chunks over a paged prefix (tensor-core prefill vs the split-KV decode kernel for the same rows)",
+            "| seqs | context | new queries | tensor cores ms | TFLOP/s | decode kernel ms |", "|---|---|---|---|---|---|"]
+    for k, kv in ours:
+        if k == "chunk":
+            out.append(f"| {kv['seqs']} | {kv['context']} | {kv['nq']} | {kv['tc_ms']} | {kv['tc_tflops']} | {kv['decode_kernel_ms']} |")
+
     out += ["", "## End to end (synthetic TinyLlama-1.1B shape, CudaLlama)", "| what | dtype | detail | tokens/s |", "|---|---|---|---|"]
     for k, kv in ours:
         if k == "model_prefill":

@@ -5,6 +5,7 @@
 //   gemm <dtype> <m> <n> <k>                       tessera::cuda::matmul, weights rotated past L2
 //   attn <set> <heads> <kv_heads> <head_dim> <L1> <L2> ...    varlen_attention over packed lengths
 //   decode <batch> <context> <heads> <kv_heads> <head_dim> <page_size>   paged_attention, 1 query
+//   chunk <seqs> <context> <nq> <heads> <kv_heads> <head_dim> <page_size>   nq new queries per sequence
 //   model <dtype> <dim> <layers> <heads> <kv_heads> <ff> <prefill_seqs> <prefill_len>
 //         <decode_batch> <decode_steps> <vocab_gguf>   end-to-end CudaLlama on a synthetic model
 // Timing: CUDA events around each repetition after a warm-up; the median is reported. Inputs are
@@ -222,6 +223,42 @@ void bench_decode(int batch, int ctx, int Hq, int Hkv, int D, int page_size) {
               "nosplit_ms=%.4f\n", batch, ctx, Hq, Hkv, D, page_size, ms, kv_bytes / ms / 1e6, ms1);
 }
 
+// A prompt chunk continuing a long sequence (chunked prefill / a prompt after a cached prefix):
+// `seqs` sequences of `ctx` keys whose last `nq` are the new queries, through paged_attention with
+// the tensor-core prefill (hints.max_q_per_seq = nq) and without it (every row in the split-KV
+// decode kernel), to place the threshold between the two.
+void bench_chunk(int seqs, int ctx, int nq, int Hq, int Hkv, int D, int page_size) {
+  const int32_t per_seq = (ctx + page_size - 1) / page_size, pages = per_seq * seqs;
+  const int64_t elems = (int64_t)pages * page_size * Hkv * D, T = (int64_t)seqs * nq;
+  DeviceBuffer kp((size_t)elems * 2), vp((size_t)elems * 2), q((size_t)T * Hq * D * 4), o((size_t)T * Hq * D * 4);
+  fill_f16<<<4096, 256, 0, g_stream>>>(kp.as<uint16_t>(), elems, 21);
+  fill_f16<<<4096, 256, 0, g_stream>>>(vp.as<uint16_t>(), elems, 22);
+  fill_f32<<<1024, 256, 0, g_stream>>>(q.as<float>(), T * Hq * D, 23, -1.f, 1.f);
+  std::vector<int32_t> indptr(seqs + 1), indices(pages), last(seqs), qo(seqs + 1);
+  for (int32_t i = 0; i < pages; i++) indices[i] = (int32_t)(((int64_t)i * 7919) % pages);
+  for (int b = 0; b <= seqs; b++) indptr[b] = b * per_seq, qo[b] = b * nq;
+  for (int b = 0; b < seqs; b++) last[b] = ctx - (per_seq - 1) * page_size;
+  DeviceBuffer di(indptr.size() * 4), dx(indices.size() * 4), dl(last.size() * 4), dq(qo.size() * 4);
+  di.upload(indptr.data(), indptr.size() * 4), dx.upload(indices.data(), indices.size() * 4);
+  dl.upload(last.data(), last.size() * 4), dq.upload(qo.data(), qo.size() * 4);
+  PagedKv kv;
+  kv.k_pages = kp.get(), kv.v_pages = vp.get(), kv.kv_dtype = DType::F16, kv.num_pages = pages;
+  kv.page_size = page_size, kv.n_kv_heads = Hkv, kv.head_dim = D;
+  kv.indptr = di.as<int32_t>(), kv.indices = dx.as<int32_t>(), kv.last_page_len = dl.as<int32_t>(), kv.batch = seqs;
+  const AttnShape s{Hq, Hkv, D, 1.f / std::sqrt((float)D)};
+  cuda::PagedAttnHints hints;
+  hints.total_q = T, hints.max_kv_len = ctx, hints.max_q_per_seq = nq;
+  auto go = [&](int) { cuda::paged_attention_hinted(g_stream, q.as<float>(), dq.as<int32_t>(), kv, nullptr, o.as<float>(), s, hints); };
+  const double tc_ms = time_ms(go, 200);
+  hints.max_q_per_seq = 0;  // unknown: the decode kernel takes every row
+  const double dec_ms = time_ms(go, 200);
+  double flops = 0;
+  for (int i = 0; i < nq; i++) flops += 4.0 * D * Hq * (ctx - nq + i + 1);
+  flops *= seqs;
+  std::printf("RESULT tessera chunk seqs=%d context=%d nq=%d heads=%d kv_heads=%d head_dim=%d tc_ms=%.4f decode_kernel_ms=%.4f "
+              "tc_tflops=%.2f\n", seqs, ctx, nq, Hq, Hkv, D, tc_ms, dec_ms, flops / tc_ms / 1e9);
+}
+
 void bench_model(DType dt, const SynthSpec& base, int prefill_seqs, int prefill_len, int decode_batch, int steps) {
   SynthSpec spec = base;
   spec.dtype = dt;
@@ -346,6 +383,10 @@ int main(int argc, char** argv) {
         int batch, ctx, hq, hkv, d, ps;
         in >> batch >> ctx >> hq >> hkv >> d >> ps;
         bench_decode(batch, ctx, hq, hkv, d, ps);
+      } else if (kind == "chunk") {
+        int seqs, ctx, nq, hq, hkv, d, ps;
+        in >> seqs >> ctx >> nq >> hq >> hkv >> d >> ps;
+        bench_chunk(seqs, ctx, nq, hq, hkv, d, ps);
       } else if (kind == "model") {
         std::string dt, vocab;
         SynthSpec s;
