@@ -6,6 +6,7 @@
 // cores work on the current one, then converted and stored to shared memory.
 // Used for f16 / q8_0 / q4_0 / q4_k / q6_k weights (values that f16 holds; f32 and bf16 weights
 // keep the f32 CUDA-core kernel) when m >= kTcMinRows, k % 32 == 0 and x is 16-byte aligned.
+// Rows of x beyond f16's range are scaled by a power of two (see row_inv).
 #include <mma.h>
 
 #include "common.cuh"
@@ -39,6 +40,25 @@ __global__ void __launch_bounds__(kThreads)
   const uint8_t* wrow = w + (w_ok ? n0 + lr : 0) * w_row_bytes;
   float xr[16], wr[16];
 
+  // f16 holds magnitudes up to 65504: a row of x whose largest |x| passes 2^15 is scaled by a power
+  // of two (exact) before rounding, and its outputs by the inverse in the epilogue. Rows that fit
+  // (almost always) keep scale 1. One extra pass over the block's x rows (L2-resident).
+  __shared__ float row_inv[BM];
+  float amax = 0.f;
+  if (x_ok)
+    for (int64_t k0 = lk; k0 < k; k0 += BK)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float4 v = __ldg(reinterpret_cast<const float4*>(xrow + k0 + 4 * i));
+        amax = fmaxf(amax, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+      }
+  amax = fmaxf(amax, __shfl_xor_sync(kFullMask, amax, 1));  // the row's other thread (tid ^ 1)
+  int e = 0;
+  if (amax > 32768.f) e = min(ilogbf(amax) - 14, 126);  // amax * 2^-e < 2^15 (inf / NaN stay as they are)
+  const float xscale = exp2f((float)-e);
+  if ((tid & 1) == 0) row_inv[lr] = exp2f((float)e);
+
+
   auto load = [&](int64_t k0) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -62,7 +82,7 @@ __global__ void __launch_bounds__(kThreads)
     half2* wh = reinterpret_cast<half2*>(wv);
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-      xh[i] = __floats2half2_rn(xr[2 * i], xr[2 * i + 1]);
+      xh[i] = __floats2half2_rn(xr[2 * i] * xscale, xr[2 * i + 1] * xscale);
       wh[i] = __floats2half2_rn(wr[2 * i], wr[2 * i + 1]);
     }
     uint4* xd = reinterpret_cast<uint4*>(xs + lr * LDS + lk);
@@ -112,9 +132,9 @@ __global__ void __launch_bounds__(kThreads)
       wmma::store_matrix_sync(st, acc[i][j], 16, wmma::mem_row_major);
       __syncwarp();
       const int64_t r0 = m0 + wm * 32 + i * 16, c0 = n0 + wn * 64 + j * 16;
-      for (int e = lane; e < 256; e += 32) {
-        const int64_t r = r0 + (e >> 4), c = c0 + (e & 15);
-        if (r < m && c < n) y[r * n + c] = st[e];
+      for (int q = lane; q < 256; q += 32) {
+        const int64_t r = r0 + (q >> 4), c = c0 + (q & 15);
+        if (r < m && c < n) y[r * n + c] = st[q] * row_inv[r - m0];
       }
       __syncwarp();
     }

@@ -244,6 +244,35 @@ void test_matmul_tensor_cores() {
         }
 }
 
+// Activations beyond f16's range (|x| up to ~3e5, as in some models' FFN inputs): the tensor-core
+// kernel scales such rows by a power of two before rounding them to f16.
+void test_matmul_tensor_cores_large_x() {
+  for (DType dt : {DType::F16, DType::Q8_0})
+    run_case("matmul_tc", std::string("large activations ") + dname(dt), [&] {
+      const int64_t m = 256, n = 300, k = 512;
+      std::vector<float> x = randv((size_t)(m * k));
+      for (int64_t r = 0; r < m; ++r)
+        for (int64_t c = 0; c < k; ++c) x[r * k + c] *= (r % 3 == 0) ? 3e5f : (r % 3 == 1 ? 1e3f : 1.f);
+      const std::vector<uint8_t> w = encode(randv((size_t)(n * k)), dt);
+      std::vector<float> ref((size_t)(m * n));
+      tessera::cpu::matmul(pool(), x.data(), w.data(), dt, ref.data(), m, n, k);
+      DeviceBuffer dx = to_dev(x), dw = to_dev(w), dy = poisoned(ref.size() * 4);
+      tessera::cuda::matmul(g_stream, dx.as<float>(), dw.get(), dt, dy.as<float>(), m, n, k);
+      sync();
+      const std::vector<float> got = from_dev<float>(dy, ref.size());
+      // per row class: the error relative to that row class's own scale
+      for (int cls = 0; cls < 3; ++cls) {
+        std::vector<float> rr, gg;
+        for (int64_t r = cls; r < m; r += 3) {
+          rr.insert(rr.end(), ref.begin() + r * n, ref.begin() + (r + 1) * n);
+          gg.insert(gg.end(), got.begin() + r * n, got.begin() + (r + 1) * n);
+        }
+        compare("matmul_tc", std::string("large activations ") + dname(dt) + " rows x" +
+                                 (cls == 0 ? "3e5" : cls == 1 ? "1e3" : "1"), rr, gg, 3e-3);
+      }
+    });
+}
+
 // ---- rmsnorm / swiglu / softmax ------------------------------------------------------------------
 
 void test_rmsnorm() {
@@ -846,7 +875,10 @@ int main(int argc, char** argv) {
   }
 
   if (want("matmul")) test_matmul();
-  if (want("matmul_tc")) test_matmul_tensor_cores();
+  if (want("matmul_tc")) {
+    test_matmul_tensor_cores();
+    test_matmul_tensor_cores_large_x();
+  }
   if (want("rmsnorm")) test_rmsnorm();
   if (want("swiglu")) test_swiglu();
   if (want("softmax")) test_softmax();
