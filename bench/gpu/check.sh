@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one GPU check of the CUDA backend, for a session lent a GPU (../shared/device/README.md).
 #
-# Here (no GPU needed):   bash bench/gpu/check.sh --prepare
+# Here (no GPU needed), after npm ci:   bash bench/gpu/check.sh --prepare
 #   builds build-gpu/ for sm_90 with this machine's nvcc and copies the three binaries (parity test,
 #   model test, benchmark) into .device/bin/; builds the TypeScript layer and an sm_90 CUDA addon
 #   into .device/pkg/ (dist/ + build-cuda/Release/tessera_cuda.node); copies the stories260K models
