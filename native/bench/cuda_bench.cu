@@ -190,34 +190,52 @@ void bench_attn(const std::string& set, int Hq, int Hkv, int D, const std::vecto
               "cuda_core_ms=%.4f\n", set.c_str(), Hq, Hkv, D, lens.size(), (long long)T, ms, flops / ms / 1e9, core_ms);
 }
 
-void bench_decode(int batch, int ctx, int Hq, int Hkv, int D, int page_size) {
-  const int32_t per_seq = (ctx + page_size - 1) / page_size, pages = per_seq * batch;
-  const int64_t elems = (int64_t)pages * page_size * Hkv * D;
-  DeviceBuffer kp((size_t)elems * 2), vp((size_t)elems * 2), q((size_t)batch * Hq * D * 4), o((size_t)batch * Hq * D * 4);
-  fill_f16<<<4096, 256, 0, g_stream>>>(kp.as<uint16_t>(), elems, 11);
-  fill_f16<<<4096, 256, 0, g_stream>>>(vp.as<uint16_t>(), elems, 12);
-  fill_f32<<<256, 256, 0, g_stream>>>(q.as<float>(), (int64_t)batch * Hq * D, 13, -1.f, 1.f);
-  // Pages shuffled so consecutive pages of a sequence are not adjacent in memory.
-  std::vector<int32_t> indptr(batch + 1), indices(pages), last(batch), qo(batch + 1);
-  for (int32_t i = 0; i < pages; i++) indices[i] = (int32_t)(((int64_t)i * 7919) % pages);
-  for (int b = 0; b <= batch; b++) indptr[b] = b * per_seq, qo[b] = b;
-  for (int b = 0; b < batch; b++) last[b] = ctx - (per_seq - 1) * page_size;
-  DeviceBuffer di(indptr.size() * 4), dx(indices.size() * 4), dl(last.size() * 4), dq(qo.size() * 4);
-  di.upload(indptr.data(), indptr.size() * 4), dx.upload(indices.data(), indices.size() * 4);
-  dl.upload(last.data(), last.size() * 4), dq.upload(qo.data(), qo.size() * 4);
+// `seqs` sequences of `ctx` random f16 keys in a page pool, pages shuffled so consecutive pages of
+// a sequence are not adjacent in memory; the last `nq` keys of each are its queries (qo_indptr).
+struct PagedPool {
+  DeviceBuffer kp, vp, indptr, indices, last, qo;
   PagedKv kv;
-  kv.k_pages = kp.get(), kv.v_pages = vp.get(), kv.kv_dtype = DType::F16, kv.num_pages = pages;
+};
+
+PagedPool make_pool(int seqs, int ctx, int nq, int Hkv, int D, int page_size, uint32_t seed) {
+  PagedPool p;
+  const int32_t per_seq = (ctx + page_size - 1) / page_size, pages = per_seq * seqs;
+  const int64_t elems = (int64_t)pages * page_size * Hkv * D;
+  p.kp = DeviceBuffer((size_t)elems * 2), p.vp = DeviceBuffer((size_t)elems * 2);
+  fill_f16<<<4096, 256, 0, g_stream>>>(p.kp.as<uint16_t>(), elems, seed);
+  fill_f16<<<4096, 256, 0, g_stream>>>(p.vp.as<uint16_t>(), elems, seed + 1);
+  std::vector<int32_t> indptr(seqs + 1), indices(pages), last(seqs), qo(seqs + 1);
+  for (int32_t i = 0; i < pages; i++) indices[i] = (int32_t)(((int64_t)i * 7919) % pages);
+  for (int b = 0; b <= seqs; b++) indptr[b] = b * per_seq, qo[b] = b * nq;
+  for (int b = 0; b < seqs; b++) last[b] = ctx - (per_seq - 1) * page_size;
+  auto up = [](DeviceBuffer& d, const std::vector<int32_t>& v) {
+    d = DeviceBuffer(v.size() * 4);
+    d.upload(v.data(), v.size() * 4);
+  };
+  up(p.indptr, indptr), up(p.indices, indices), up(p.last, last), up(p.qo, qo);
+  PagedKv& kv = p.kv;
+  kv.k_pages = p.kp.get(), kv.v_pages = p.vp.get(), kv.kv_dtype = DType::F16, kv.num_pages = pages;
   kv.page_size = page_size, kv.n_kv_heads = Hkv, kv.head_dim = D;
-  kv.indptr = di.as<int32_t>(), kv.indices = dx.as<int32_t>(), kv.last_page_len = dl.as<int32_t>(), kv.batch = batch;
+  kv.indptr = p.indptr.as<int32_t>(), kv.indices = p.indices.as<int32_t>(), kv.last_page_len = p.last.as<int32_t>();
+  kv.batch = seqs;
+  return p;
+}
+
+void bench_decode(int batch, int ctx, int Hq, int Hkv, int D, int page_size) {
+  const PagedPool pool = make_pool(batch, ctx, 1, Hkv, D, page_size, 11);
+  const PagedKv& kv = pool.kv;
+  const int32_t* dq = pool.qo.as<int32_t>();
+  DeviceBuffer q((size_t)batch * Hq * D * 4), o((size_t)batch * Hq * D * 4);
+  fill_f32<<<256, 256, 0, g_stream>>>(q.as<float>(), (int64_t)batch * Hq * D, 13, -1.f, 1.f);
   const AttnShape s{Hq, Hkv, D, 1.f / std::sqrt((float)D)};
   cuda::PagedAttnHints hints;
   hints.total_q = batch;
   hints.max_kv_len = ctx;
   const double ms = time_ms([&](int) {
-    cuda::paged_attention_hinted(g_stream, q.as<float>(), dq.as<int32_t>(), kv, nullptr, o.as<float>(), s, hints);
+    cuda::paged_attention_hinted(g_stream, q.as<float>(), dq, kv, nullptr, o.as<float>(), s, hints);
   });
   // without hints: no splits (one block per token and KV head)
-  const double ms1 = time_ms([&](int) { cuda::paged_attention(g_stream, q.as<float>(), dq.as<int32_t>(), kv, nullptr, o.as<float>(), s); }, 150);
+  const double ms1 = time_ms([&](int) { cuda::paged_attention(g_stream, q.as<float>(), dq, kv, nullptr, o.as<float>(), s); }, 150);
   const double kv_bytes = 2.0 * batch * (double)ctx * Hkv * D * 2;  // K and V, f16, each read once
   std::printf("RESULT tessera decode batch=%d context=%d heads=%d kv_heads=%d head_dim=%d page_size=%d ms=%.4f kv_gbps=%.1f "
               "nosplit_ms=%.4f\n", batch, ctx, Hq, Hkv, D, page_size, ms, kv_bytes / ms / 1e6, ms1);
@@ -228,27 +246,16 @@ void bench_decode(int batch, int ctx, int Hq, int Hkv, int D, int page_size) {
 // the tensor-core prefill (hints.max_q_per_seq = nq) and without it (every row in the split-KV
 // decode kernel), to place the threshold between the two.
 void bench_chunk(int seqs, int ctx, int nq, int Hq, int Hkv, int D, int page_size) {
-  const int32_t per_seq = (ctx + page_size - 1) / page_size, pages = per_seq * seqs;
-  const int64_t elems = (int64_t)pages * page_size * Hkv * D, T = (int64_t)seqs * nq;
-  DeviceBuffer kp((size_t)elems * 2), vp((size_t)elems * 2), q((size_t)T * Hq * D * 4), o((size_t)T * Hq * D * 4);
-  fill_f16<<<4096, 256, 0, g_stream>>>(kp.as<uint16_t>(), elems, 21);
-  fill_f16<<<4096, 256, 0, g_stream>>>(vp.as<uint16_t>(), elems, 22);
+  const PagedPool pool = make_pool(seqs, ctx, nq, Hkv, D, page_size, 21);
+  const PagedKv& kv = pool.kv;
+  const int32_t* dq = pool.qo.as<int32_t>();
+  const int64_t T = (int64_t)seqs * nq;
+  DeviceBuffer q((size_t)T * Hq * D * 4), o((size_t)T * Hq * D * 4);
   fill_f32<<<1024, 256, 0, g_stream>>>(q.as<float>(), T * Hq * D, 23, -1.f, 1.f);
-  std::vector<int32_t> indptr(seqs + 1), indices(pages), last(seqs), qo(seqs + 1);
-  for (int32_t i = 0; i < pages; i++) indices[i] = (int32_t)(((int64_t)i * 7919) % pages);
-  for (int b = 0; b <= seqs; b++) indptr[b] = b * per_seq, qo[b] = b * nq;
-  for (int b = 0; b < seqs; b++) last[b] = ctx - (per_seq - 1) * page_size;
-  DeviceBuffer di(indptr.size() * 4), dx(indices.size() * 4), dl(last.size() * 4), dq(qo.size() * 4);
-  di.upload(indptr.data(), indptr.size() * 4), dx.upload(indices.data(), indices.size() * 4);
-  dl.upload(last.data(), last.size() * 4), dq.upload(qo.data(), qo.size() * 4);
-  PagedKv kv;
-  kv.k_pages = kp.get(), kv.v_pages = vp.get(), kv.kv_dtype = DType::F16, kv.num_pages = pages;
-  kv.page_size = page_size, kv.n_kv_heads = Hkv, kv.head_dim = D;
-  kv.indptr = di.as<int32_t>(), kv.indices = dx.as<int32_t>(), kv.last_page_len = dl.as<int32_t>(), kv.batch = seqs;
   const AttnShape s{Hq, Hkv, D, 1.f / std::sqrt((float)D)};
   cuda::PagedAttnHints hints;
   hints.total_q = T, hints.max_kv_len = ctx, hints.max_q_per_seq = nq;
-  auto go = [&](int) { cuda::paged_attention_hinted(g_stream, q.as<float>(), dq.as<int32_t>(), kv, nullptr, o.as<float>(), s, hints); };
+  auto go = [&](int) { cuda::paged_attention_hinted(g_stream, q.as<float>(), dq, kv, nullptr, o.as<float>(), s, hints); };
   const double tc_ms = time_ms(go, 200);
   hints.max_q_per_seq = 0;  // unknown: the decode kernel takes every row
   const double dec_ms = time_ms(go, 200);

@@ -24,6 +24,8 @@ namespace tessera::cuda {
 void check_launch(const char* kernel);
 // Streaming multiprocessors of the current device (cached per device).
 int sm_count();
+// Most dynamic shared memory one block may opt into on the current device (cached per device).
+size_t max_smem_optin();
 
 // Raises `kernel`'s dynamic shared memory limit to `bytes` on the current device, once (later calls
 // with no more bytes do nothing, so they are safe inside a CUDA graph capture). Throws naming

@@ -155,12 +155,8 @@ DecodeChoice choose_decode(const PagedKv& kv, const AttnShape& s, const PagedAtt
   if (D != 64 && D != 128 && D != 256) return c;
   if (G > 16 || (kv.kv_dtype != DType::F16 && kv.kv_dtype != DType::F32)) return c;
   if (reinterpret_cast<uintptr_t>(kv.k_pages) % 16 != 0 || reinterpret_cast<uintptr_t>(kv.v_pages) % 16 != 0) return c;
-  {  // e.g. f32 pages with D = 256 need 66 KB: more than a Turing block may have
-    int dev = 0, optin = 0;
-    TS_CUDA_CHECK(cudaGetDevice(&dev));
-    TS_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    if (paged_decode_smem(kv.kv_dtype == DType::F16 ? 2 : 4, D, G) > (size_t)optin) return c;
-  }
+  // e.g. f32 pages with D = 256 need 66 KB: more than a Turing block may have
+  if (paged_decode_smem(kv.kv_dtype == DType::F16 ? 2 : 4, D, G) > max_smem_optin()) return c;
   c.ok = true;
   if (hints != nullptr && hints->total_q > 0 && hints->total_q <= 65535) {
     c.gx = (unsigned)hints->total_q;

@@ -94,21 +94,28 @@ void release_stream_workspace(cudaStream_t stream) {
   workspaces().erase({dev, stream});
 }
 
-int sm_count() {
+namespace {
+// One cached device attribute per device (queried once: callers sit on per-layer paths).
+int device_attr(std::atomic<int>* cache, cudaDeviceAttr attr) {
   constexpr int kMaxDevices = 64;
-  static std::atomic<int> cache[kMaxDevices];  // zero-initialised (static storage)
   int dev = 0;
   TS_CUDA_CHECK(cudaGetDevice(&dev));
   if (dev >= 0 && dev < kMaxDevices) {
     const int cached = cache[dev].load(std::memory_order_relaxed);
     if (cached > 0) return cached;
   }
-  int n = 0;
-  TS_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-  if (n < 1) n = 1;
-  if (dev >= 0 && dev < kMaxDevices) cache[dev].store(n, std::memory_order_relaxed);
-  return n;
+  int v = 0;
+  TS_CUDA_CHECK(cudaDeviceGetAttribute(&v, attr, dev));
+  if (v < 1) v = 1;
+  if (dev >= 0 && dev < kMaxDevices) cache[dev].store(v, std::memory_order_relaxed);
+  return v;
 }
+std::atomic<int> g_sm_cache[64], g_smem_cache[64];  // zero-initialised (static storage)
+}  // namespace
+
+int sm_count() { return device_attr(g_sm_cache, cudaDevAttrMultiProcessorCount); }
+
+size_t max_smem_optin() { return (size_t)device_attr(g_smem_cache, cudaDevAttrMaxSharedMemoryPerBlockOptin); }
 
 // ---- DeviceBuffer --------------------------------------------------------------------------------
 

@@ -259,12 +259,8 @@ __global__ void __launch_bounds__(kThreads)
   flash_tile<D>(q, o, q_begin + i0, min(kTile, nq - i0), prefix + i0, keys, Hq, h, scale);
 }
 
-bool smem_ok(size_t bytes) {
-  int dev = 0, optin = 0;
-  TS_CUDA_CHECK(cudaGetDevice(&dev));
-  TS_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  return bytes <= (size_t)optin;  // e.g. D = 128 needs 93 KB: not on a 64 KiB Turing SM
-}
+// e.g. D = 128 needs 93 KB: not on a 64 KiB Turing SM
+bool smem_ok(size_t bytes) { return bytes <= max_smem_optin(); }
 
 template <int D>
 bool launch(cudaStream_t stream, const float* q, const float* k, const float* v, float* o, const VarlenBatch& batch,

@@ -32,17 +32,10 @@ using namespace tessera;
 namespace {
 
 harness::Tally g_tally;
+using harness::argmax;
+using harness::throws;
+using harness::top2_margin;
 #define CHECK(cond, ...) EXPECT(cond, __VA_ARGS__)
-
-template <typename F>
-bool throws(F&& f) {
-  try {
-    f();
-  } catch (const std::exception&) {
-    return true;
-  }
-  return false;
-}
 
 struct Pair {
   LlamaModel cpu;
@@ -61,16 +54,6 @@ struct Stats {
   double worst_rel = 0;  // max over rows of max|gpu - cpu| / max|cpu|
   int rows = 0, decisive = 0, agree = 0;
 };
-
-int32_t argmax(const float* x, int32_t n) { return (int32_t)(std::max_element(x, x + n) - x); }
-float top2_margin(const float* x, int32_t n) {
-  float a = -INFINITY, b = -INFINITY;
-  for (int32_t i = 0; i < n; i++) {
-    if (x[i] > a) b = a, a = x[i];
-    else if (x[i] > b) b = x[i];
-  }
-  return a - b;
-}
 
 // One step on both backends; compares every returned row. `tie` is the top-2 margin below which a
 // greedy disagreement is accepted. Returns the CPU's greedy token of each row.

@@ -3,7 +3,9 @@
 // one "ok/FAIL name  checks  ms" line per case. Each binary includes it once.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
@@ -93,6 +95,28 @@ inline bool run_case(Tally& tally, const std::string& name, const std::function<
   }
   fflush(stdout);
   return ok;
+}
+
+// Whether f() throws a std::exception.
+template <typename F>
+bool throws(F&& f) {
+  try {
+    f();
+  } catch (const std::exception&) {
+    return true;
+  }
+  return false;
+}
+
+// Logit rows: the greedy token, and the gap between the two largest values (near-ties).
+inline int32_t argmax(const float* x, int32_t n) { return (int32_t)(std::max_element(x, x + n) - x); }
+inline float top2_margin(const float* x, int32_t n) {
+  float a = -INFINITY, b = -INFINITY;
+  for (int32_t i = 0; i < n; i++) {
+    if (x[i] > a) b = a, a = x[i];
+    else if (x[i] > b) b = x[i];
+  }
+  return a - b;
 }
 
 // Runs every TEST_CASE of the binary.

@@ -20,21 +20,14 @@ using namespace tessera;
 namespace {
 
 harness::Tally g_tally;
+using harness::argmax;
+using harness::throws;
+using harness::top2_margin;
 
 // CHECK(cond, fmt, ...): one counted check (harness.h's EXPECT).
 #define CHECK(cond, ...) EXPECT(cond, __VA_ARGS__)
 
 void run(const std::string& name, const std::function<void()>& body) { harness::run_case(g_tally, name, body); }
-
-template <typename F>
-bool throws(F&& f) {
-  try {
-    f();
-  } catch (const std::exception&) {
-    return true;
-  }
-  return false;
-}
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -90,20 +83,6 @@ struct Runner {
     return logits;
   }
 };
-
-int32_t argmax(const float* x, int32_t n) { return (int32_t)(std::max_element(x, x + n) - x); }
-float top2_margin(const float* x, int32_t n) {
-  float a = -INFINITY, b = -INFINITY;
-  for (int32_t i = 0; i < n; i++) {
-    if (x[i] > a) {
-      b = a;
-      a = x[i];
-    } else if (x[i] > b) {
-      b = x[i];
-    }
-  }
-  return a - b;
-}
 
 }  // namespace
 
