@@ -5,6 +5,12 @@ export class DisposedError extends TypeError {
   override name = 'DisposedError';
 }
 
+/** Thrown (code TESSERA_OUT_OF_PAGES) when a request cannot fit in the KV page pool even alone. */
+export class OutOfPagesError extends RangeError {
+  override name = 'OutOfPagesError';
+  readonly code = 'TESSERA_OUT_OF_PAGES';
+}
+
 /** Describes a received value for an error message: `-1 of type number`, `Float32Array(12)`. */
 export function describe(value: unknown): string {
   if (value === null) return 'null';

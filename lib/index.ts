@@ -1,7 +1,7 @@
 // tessera: LLM inference for Node.js. Public entry point (CommonJS; dist/index.mjs re-exports it).
 export { Tensor, numel, type Device, type Shape } from './tensor';
 export { DTYPES, byteSize, isDType, type DType, type Storage } from './dtype';
-export { DisposedError } from './errors';
+export { DisposedError, OutOfPagesError } from './errors';
 export {
   ops,
   WEIGHT_DTYPES,
@@ -16,7 +16,7 @@ export {
   type PageTable,
   type PagedAttentionOptions,
 } from './ops';
-export { loadModel, Model, type LoadModelOptions, type ModelInfo, type GenerateOptions, type GenerateChunk, type Generation, type Completion, type FinishReason } from './model';
+export { loadModel, Model, type LoadModelOptions, type LoadProgress, type ModelStats, type ModelInfo, type GenerateOptions, type GenerateChunk, type Generation, type Completion, type FinishReason } from './model';
 export {
   Sampler,
   Rng,
@@ -33,7 +33,7 @@ export {
 export { writeSyntheticModel, SYNTHETIC_PRESETS, type SyntheticModelOptions } from './synth';
 export { Tokenizer, TokenType, TokenAttr, type EncodeOptions, type DecodeOptions, type DecoderOptions, type StreamingDecoder } from './tokenizer';
 export { readGguf, writeGguf, type GgufInfo, type GgufTensorInfo, type GgufValue, type GgufWriteSpec } from './gguf';
-export { backends, nativeInfo, activeDevice, type BackendReport, type NativeInfo, type CudaDeviceInfo, type DeviceChoice } from './native';
+export { backends, nativeInfo, activeDevice, demoModelPath, type Architecture, type BackendReport, type NativeInfo, type CudaDeviceInfo, type DeviceChoice } from './native';
 
 import { version as pkgVersion } from './version';
 import { addon } from './native';

@@ -2,8 +2,8 @@
 // with an AbortSignal), completes and scores text. Every generate/complete call becomes a
 // request of the model's continuous-batching scheduler, so concurrent calls share forward steps.
 import * as fs from 'node:fs';
-import { Scheduler } from './engine/scheduler';
-import { checkInteger, describe, rangeError, typeError } from './errors';
+import { Scheduler, type SchedulerStats } from './engine/scheduler';
+import { checkInteger, describe, DisposedError, rangeError, typeError } from './errors';
 import { readGguf, type GgufInfo } from './gguf';
 import { addon, nativeInfo, type NativeModel, type NativeModelInfo } from './native';
 import { Sampler, validateSamplingOptions, type SamplingOptions } from './sampling';
@@ -22,7 +22,11 @@ export interface LoadModelOptions {
   threads?: number;
   /** Longest sequence (prompt + generated tokens). Default: min(training context, 4096). */
   contextSize?: number;
-  /** KV pages in the pool (each holds pageSize tokens of every layer). Default: enough for one full-context sequence; concurrent requests beyond that are preempted and recomputed. */
+  /**
+   * KV pages in the pool (each holds pageSize tokens of every layer). Default and minimum: enough
+   * for one full-context sequence (ceil(contextSize / pageSize)); concurrent requests beyond what
+   * fits are preempted and recomputed, never failed.
+   */
   kvPages?: number;
   /** Tokens per KV page. Default 16. */
   pageSize?: number;
@@ -30,7 +34,22 @@ export interface LoadModelOptions {
   kvDtype?: 'f16' | 'f32';
   /** Most tokens one forward step packs (prefill chunks are cut to fit). Default 512. */
   maxBatchTokens?: number;
+  /** Called as loading goes on (synchronously, from the main thread); see LoadProgress. */
+  onProgress?: (progress: LoadProgress) => void;
 }
+
+/**
+ * Where loading is: 'mapping' (reading the header and mapping the weights), 'repacking' (the CPU's
+ * int8 weight layout, on a worker thread), 'uploading' (copying the weights to the GPU), 'ready'.
+ * `fraction` is the share of the whole load done, from 0 to 1 (1 only with 'ready').
+ */
+export interface LoadProgress {
+  phase: 'mapping' | 'repacking' | 'uploading' | 'ready';
+  fraction: number;
+}
+
+/** What a model is doing right now (see Model.stats()). */
+export type ModelStats = SchedulerStats;
 
 export interface ModelInfo extends NativeModelInfo {
   path: string;
@@ -74,7 +93,7 @@ export interface Completion {
 }
 
 const GENERATE_KEYS = new Set(['maxTokens', 'stop', 'stopTokens', 'signal', 'logprobs', 'bos', 'special']);
-const LOAD_KEYS = new Set(['device', 'threads', 'contextSize', 'kvPages', 'pageSize', 'kvDtype', 'maxBatchTokens']);
+const LOAD_KEYS = new Set(['device', 'threads', 'contextSize', 'kvPages', 'pageSize', 'kvDtype', 'maxBatchTokens', 'onProgress']);
 
 /** Loads a GGUF model (llama / qwen2 architectures). Weights stay memory-mapped. */
 export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
@@ -99,17 +118,39 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const maxBatchTokens = checkInteger(where, 'maxBatchTokens', options.maxBatchTokens ?? 512, 1, 1 << 20);
   const kvDtype = options.kvDtype ?? 'f16';
   if (kvDtype !== 'f16' && kvDtype !== 'f32') throw typeError(where, 'kvDtype', "'f16' or 'f32'", kvDtype);
+  const onProgress = options.onProgress;
+  if (onProgress !== undefined && typeof onProgress !== 'function') throw typeError(where, 'onProgress', 'a function', onProgress);
+  const progress = (phase: LoadProgress['phase'], fraction: number) => onProgress?.({ phase, fraction });
 
+  progress('mapping', 0);
   const gguf = readGguf(path); // metadata only; validates the container
   const tokenizer = Tokenizer.fromGguf(gguf.metadata);
+  if (kvPages !== 0) {
+    // One sequence of the full context must fit, or requests would fail mid-generation.
+    const arch = String(gguf.metadata['general.architecture'] ?? '');
+    const trained = Number(gguf.metadata[`${arch}.context_length`] ?? 0);
+    const ctx = contextSize || Math.min(trained || 4096, 4096);
+    const min = Math.ceil(ctx / pageSize);
+    if (kvPages < min) {
+      throw rangeError(
+        where,
+        'kvPages',
+        `= ${kvPages} is too small: one sequence of the full context (${ctx} tokens) needs ${min} pages of ${pageSize} tokens; ` +
+          `pass kvPages >= ${min}, or a smaller contextSize`,
+      );
+    }
+  }
   const native = new (addon().NativeModel)(path, { device: device === 'cuda' ? 'cuda' : 'cpu', threads, contextSize, kvPages, pageSize, kvDtype });
   try {
-    await native.repack(); // int8 weight layout, on a worker thread (the event loop keeps running)
+    progress(device === 'cuda' ? 'uploading' : 'repacking', 0.1);
+    await native.repack(); // int8 weight layout (or the GPU copy), on a worker thread
   } catch (e) {
     native.dispose();
     throw e;
   }
-  return new Model(path, gguf, native, tokenizer, maxBatchTokens);
+  const model = Model._create(path, gguf, native, tokenizer, maxBatchTokens);
+  progress('ready', 1);
+  return model;
 }
 
 class Channel<T> {
@@ -154,15 +195,21 @@ export interface Generation extends AsyncIterable<GenerateChunk> {
   readonly result: Promise<Completion>;
 }
 
+/** A loaded model; made by loadModel(). */
 export class Model {
   readonly info: ModelInfo;
   readonly tokenizer: Tokenizer;
   #native: NativeModel | null;
   #scheduler: Scheduler;
   #gguf: GgufInfo;
+  #disposing: Promise<void> | null = null;
 
   /** @internal use loadModel() */
-  constructor(path: string, gguf: GgufInfo, native: NativeModel, tokenizer: Tokenizer, maxBatchTokens: number) {
+  static _create(path: string, gguf: GgufInfo, native: NativeModel, tokenizer: Tokenizer, maxBatchTokens: number): Model {
+    return new Model(path, gguf, native, tokenizer, maxBatchTokens);
+  }
+
+  private constructor(path: string, gguf: GgufInfo, native: NativeModel, tokenizer: Tokenizer, maxBatchTokens: number) {
     this.#native = native;
     this.#gguf = gguf;
     this.tokenizer = tokenizer;
@@ -172,7 +219,13 @@ export class Model {
       path,
       vocabulary: { size: tokenizer.vocabSize, type: String(gguf.metadata['tokenizer.ggml.model'] ?? 'unknown'), bos: tokenizer.bos, eos: tokenizer.eos },
     };
-    this.#scheduler = new Scheduler(native, { maxBatchTokens, vocabSize: n.vocabSize });
+    this.#scheduler = new Scheduler(native, { maxBatchTokens, vocabSize: n.vocabSize, kvPages: n.kvPages, pageSize: n.pageSize });
+  }
+
+  /** Requests running and waiting, KV pages in use, preemptions and steps so far. */
+  stats(): ModelStats {
+    this.#live('stats');
+    return this.#scheduler.stats();
   }
 
   /** GGUF metadata of the file. */
@@ -181,7 +234,7 @@ export class Model {
   }
 
   #live(where: string): NativeModel {
-    if (!this.#native) throw new Error(`${where}: the model was disposed`);
+    if (!this.#native || this.#disposing) throw new DisposedError(`${where}: the model was disposed`);
     return this.#native;
   }
 
@@ -289,6 +342,7 @@ export class Model {
     } else {
       this.#scheduler.submit({
         pending: [...promptIds],
+        maxLength: Math.min(ctx, promptIds.length + maxTokens),
         aborted: () => {
           if (signal?.aborted || cancelled) finish = 'abort';
           return finish === 'abort';
@@ -377,6 +431,7 @@ export class Model {
     await new Promise<void>((resolve, reject) => {
       this.#scheduler.submit({
         pending: Array.from(ids),
+        maxLength: ids.length,
         allLogits: true,
         onRows: (rows, start) => out.set(rows, start * V),
         onLogits: () => null,
@@ -387,13 +442,20 @@ export class Model {
     return Tensor.from(out, [ids.length, V]);
   }
 
-  /** Frees the KV pool and unmaps the weights; running generations end with an error. */
-  async dispose(): Promise<void> {
-    if (!this.#native) return;
-    this.#scheduler.close();
-    await this.#scheduler.idle();
-    this.#native.dispose();
-    this.#native = null;
+  /**
+   * Ends every running and waiting request with DisposedError (streams throw it, `result` and
+   * complete() reject with it), waits for the step in flight, frees the KV pool and unmaps the
+   * weights. Resolves when all of that is done; calling it again returns the same promise.
+   */
+  dispose(): Promise<void> {
+    if (this.#disposing) return this.#disposing;
+    const native = this.#native;
+    if (!native) return Promise.resolve();
+    this.#disposing = this.#scheduler.close(new DisposedError('the model was disposed while this request ran')).then(() => {
+      native.dispose();
+      this.#native = null;
+    });
+    return this.#disposing;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -7,6 +7,12 @@ import * as path from 'node:path';
 /** Where the package lives (dist/.. when compiled). */
 export const PACKAGE_ROOT = path.resolve(__dirname, '..');
 
+/**
+ * The embedded demo model (stories260K, Q8_0, 344 KB, MIT): a real tiny Llama trained on
+ * TinyStories, shipped in the package so the API can be tried without a download.
+ */
+export const demoModelPath: string = path.join(PACKAGE_ROOT, 'models', 'stories260K-q8_0.gguf');
+
 export type DeviceChoice = 'cpu' | 'cuda' | 'auto';
 
 export interface CudaDeviceInfo {
@@ -54,8 +60,11 @@ export interface NativeModel {
   dispose(): void;
 }
 
+/** The model architectures Tessera runs (GGUF `general.architecture`). */
+export type Architecture = 'llama' | 'qwen2';
+
 export interface NativeModelInfo {
-  architecture: string;
+  architecture: Architecture;
   name: string;
   vocabSize: number;
   embeddingLength: number;

@@ -1,7 +1,15 @@
 // Continuous batching: every step packs the pending tokens of all active requests into one
 // forward call (decode tokens first, then prefill chunks up to maxBatchTokens), within the free
 // KV pages. When the pool is full, the newest request is preempted (its sequence released and
-// its tokens recomputed later), as vLLM does; a request that cannot fit even alone fails.
+// its tokens recomputed later), as vLLM does; a request that cannot fit even alone fails before
+// it produces a token.
+//
+// Lifecycle: the step loop runs while any request is active or waiting and decides to stop in
+// the same synchronous turn in which it clears its running flag, so a request submitted at any
+// moment either joins the running loop or starts a new one. close() waits for the step in flight
+// (native sequences cannot be released while a step runs), then ends every request with the
+// given error.
+import { DisposedError, OutOfPagesError } from '../errors';
 import type { NativeModel } from '../native';
 
 /** One request's side of the scheduler: the tokens it still has to feed, and what to do with logits. */
@@ -13,7 +21,7 @@ export interface SchedulerRequest {
    * feed, or null when the request is finished.
    */
   onLogits(logits: Float32Array): number | null;
-  /** Called once when the request leaves the scheduler (finished, failed or aborted). */
+  /** Called exactly once when the request leaves the scheduler (finished, failed or aborted). */
   onDone(error?: Error): void;
   /** Checked between steps: true when the consumer aborted. */
   aborted(): boolean;
@@ -21,6 +29,8 @@ export interface SchedulerRequest {
   allLogits?: boolean;
   /** rows: (tokens fed this step) x vocab, for the tokens starting at index `start` of the request. */
   onRows?(rows: Float32Array, start: number): void;
+  /** Most tokens this request can ever hold in the KV cache (prompt + generated). */
+  maxLength: number;
 }
 
 interface Active {
@@ -34,6 +44,24 @@ interface Active {
 export interface SchedulerOptions {
   maxBatchTokens: number;
   vocabSize: number;
+  /** KV pages in the pool and tokens per page (for the fit-alone check). */
+  kvPages: number;
+  pageSize: number;
+}
+
+/** What the scheduler holds right now. */
+export interface SchedulerStats {
+  /** Requests with a sequence in the KV cache. */
+  running: number;
+  /** Requests waiting for admission (new, or preempted and waiting to be recomputed). */
+  waiting: number;
+  /** KV pages held by sequences, as of the last step boundary. */
+  kvPagesInUse: number;
+  kvPages: number;
+  /** Requests preempted (their KV released and recomputed later) since the model was loaded. */
+  preemptions: number;
+  /** Forward steps run since the model was loaded. */
+  steps: number;
 }
 
 export class Scheduler {
@@ -41,107 +69,157 @@ export class Scheduler {
   #opts: SchedulerOptions;
   #active: Active[] = [];
   #waiting: Active[] = [];
-  #running: Promise<void> | null = null;
+  /** True from the moment a loop starts until the turn in which it decides to stop. */
+  #looping = false;
+  #loopDone: Promise<void> = Promise.resolve();
   #arrivals = 0;
   #closed = false;
+  #freePages: number;
+  #preemptions = 0;
+  #steps = 0;
 
   constructor(native: NativeModel, opts: SchedulerOptions) {
     this.#native = native;
     this.#opts = opts;
+    this.#freePages = native.freePages();
   }
 
-  /** Adds a request; the step loop starts if it is idle. */
+  /** Adds a request; the step loop starts if it is idle. Throws DisposedError after close(). */
   submit(req: SchedulerRequest): void {
-    if (this.#closed) throw new Error('the model was disposed');
+    if (this.#closed) throw new DisposedError('the model was disposed');
+    const need = Math.ceil(req.maxLength / this.#opts.pageSize);
+    if (need > this.#opts.kvPages) {
+      // Checked before the request is queued: it fails at once, before any token is produced.
+      throw new OutOfPagesError(
+        `out of KV pages: a request of up to ${req.maxLength} tokens needs ${need} pages but the pool has ${this.#opts.kvPages} ` +
+          `(raise kvPages when loading the model, or lower maxTokens)`,
+      );
+    }
     this.#waiting.push({ req, seq: -1, fed: [], arrival: this.#arrivals++ });
-    if (!this.#running) {
-      this.#running = this.#loop().finally(() => {
-        this.#running = null;
-      });
+    if (!this.#looping) {
+      this.#looping = true;
+      this.#loopDone = this.#loop();
     }
   }
 
-  /** Resolves when no step is running (used by dispose). */
-  async idle(): Promise<void> {
-    while (this.#running) await this.#running;
+  stats(): SchedulerStats {
+    return {
+      running: this.#active.length,
+      waiting: this.#waiting.length,
+      kvPagesInUse: this.#opts.kvPages - this.#freePages,
+      kvPages: this.#opts.kvPages,
+      preemptions: this.#preemptions,
+      steps: this.#steps,
+    };
   }
 
-  close(): void {
+  /**
+   * Stops accepting requests, waits for the step in flight, then ends every request with `error`
+   * (their KV pages are released). Resolves when nothing runs any more.
+   */
+  async close(error: Error): Promise<void> {
     this.#closed = true;
-    for (const a of [...this.#active, ...this.#waiting]) this.#finish(a, new Error('the model was disposed'));
+    while (this.#looping) await this.#loopDone;
+    for (const a of [...this.#active, ...this.#waiting]) this.#finish(a, error);
   }
 
   #finish(a: Active, error?: Error): void {
     if (a.seq >= 0) {
       this.#native.releaseSequence(a.seq);
       a.seq = -1;
+      this.#freePages = this.#native.freePages();
     }
     this.#active = this.#active.filter((x) => x !== a);
     this.#waiting = this.#waiting.filter((x) => x !== a);
-    a.req.onDone(error);
+    try {
+      a.req.onDone(error);
+    } catch {
+      // onDone belongs to the model layer and does not throw; never let one request stop the loop
+    }
   }
 
   async #loop(): Promise<void> {
-    while (!this.#closed && (this.#active.length > 0 || this.#waiting.length > 0)) {
-      for (const a of [...this.#active, ...this.#waiting]) if (a.req.aborted()) this.#finish(a);
-      // Admit waiting requests in arrival order.
-      while (this.#waiting.length > 0) {
-        const a = this.#waiting.shift() as Active;
-        a.seq = this.#native.createSequence();
-        this.#active.push(a);
+    try {
+      for (;;) {
+        // Decide whether to stop in the same synchronous turn that clears #looping.
+        if (this.#closed || (this.#active.length === 0 && this.#waiting.length === 0)) {
+          this.#looping = false;
+          return;
+        }
+        await this.#step();
       }
-      if (this.#active.length === 0) break;
-      const step = this.#plan();
-      if (step.length === 0) continue; // everything was preempted or failed; re-plan
-      const tokens: number[] = [];
-      for (const s of step) tokens.push(...s.tokens);
-      const rows: number[] = [];
-      let offset = 0;
-      for (const s of step) {
-        if (s.a.req.allLogits) for (let i = 0; i < s.tokens.length; i++) rows.push(offset + i);
-        else if (s.last) rows.push(offset + s.tokens.length - 1);
-        offset += s.tokens.length;
-      }
-      let logits: Float32Array;
-      try {
-        logits = await this.#native.forward({
-          tokens: Int32Array.from(tokens),
-          seqIds: Int32Array.from(step.map((s) => s.a.seq)),
-          seqTokens: Int32Array.from(step.map((s) => s.tokens.length)),
-          logitRows: Int32Array.from(rows),
-        });
-      } catch (err) {
-        for (const s of step) this.#finish(s.a, err as Error);
+    } catch (err) {
+      // A bug in the loop itself: fail every request rather than leave one pending forever.
+      this.#looping = false;
+      const e = err instanceof Error ? err : new Error(String(err));
+      for (const a of [...this.#active, ...this.#waiting]) this.#finish(a, e);
+    }
+  }
+
+  async #step(): Promise<void> {
+    for (const a of [...this.#active, ...this.#waiting]) if (a.req.aborted()) this.#finish(a);
+    // Admit waiting requests in arrival order (preempted ones were put back at the front).
+    while (this.#waiting.length > 0) {
+      const a = this.#waiting.shift() as Active;
+      a.seq = this.#native.createSequence();
+      this.#active.push(a);
+    }
+    if (this.#active.length === 0) return;
+    const step = this.#plan();
+    if (step.length === 0) return; // everything was preempted or failed; re-plan
+    const tokens: number[] = [];
+    for (const s of step) tokens.push(...s.tokens);
+    const rows: number[] = [];
+    let offset = 0;
+    for (const s of step) {
+      if (s.a.req.allLogits) for (let i = 0; i < s.tokens.length; i++) rows.push(offset + i);
+      else if (s.last) rows.push(offset + s.tokens.length - 1);
+      offset += s.tokens.length;
+    }
+    let logits: Float32Array;
+    try {
+      logits = await this.#native.forward({
+        tokens: Int32Array.from(tokens),
+        seqIds: Int32Array.from(step.map((s) => s.a.seq)),
+        seqTokens: Int32Array.from(step.map((s) => s.tokens.length)),
+        logitRows: Int32Array.from(rows),
+      });
+    } catch (err) {
+      for (const s of step) this.#finish(s.a, err as Error);
+      return;
+    } finally {
+      this.#steps++;
+    }
+    this.#freePages = this.#native.freePages();
+    // Closed while the step ran: close() ends every request with its error; deliver nothing more.
+    if (this.#closed) return;
+    const V = this.#opts.vocabSize;
+    let row = 0;
+    for (const s of step) {
+      const start = s.a.fed.length;
+      s.a.fed.push(...s.tokens);
+      s.a.req.pending.splice(0, s.tokens.length);
+      if (s.a.req.allLogits) {
+        s.a.req.onRows?.(logits.subarray(row * V, (row + s.tokens.length) * V), start);
+        row += s.tokens.length - 1;
+      } else if (!s.last) {
         continue;
       }
-      const V = this.#opts.vocabSize;
-      let row = 0;
-      for (const s of step) {
-        const start = s.a.fed.length;
-        s.a.fed.push(...s.tokens);
-        s.a.req.pending.splice(0, s.tokens.length);
-        if (s.a.req.allLogits) {
-          s.a.req.onRows?.(logits.subarray(row * V, (row + s.tokens.length) * V), start);
-          row += s.tokens.length - 1;
-        } else if (!s.last) {
-          continue;
-        }
-        if (!s.last) {
-          row++;
-          continue;
-        }
-        const slice = logits.subarray(row * V, (row + 1) * V);
+      if (!s.last) {
         row++;
-        let next: number | null;
-        try {
-          next = s.a.req.onLogits(slice);
-        } catch (err) {
-          this.#finish(s.a, err as Error);
-          continue;
-        }
-        if (next === null) this.#finish(s.a);
-        else s.a.req.pending.push(next);
+        continue;
       }
+      const slice = logits.subarray(row * V, (row + 1) * V);
+      row++;
+      let next: number | null;
+      try {
+        next = s.a.req.onLogits(slice);
+      } catch (err) {
+        this.#finish(s.a, err as Error);
+        continue;
+      }
+      if (next === null) this.#finish(s.a);
+      else s.a.req.pending.push(next);
     }
   }
 
@@ -163,23 +241,22 @@ export class Scheduler {
         Int32Array.from(step.map((s) => s.tokens.length)),
       );
       if (need <= this.#native.freePages()) return step;
-      // Not enough pages: preempt the newest request (recompute it later) or fail a lone one.
+      // Not enough pages: preempt the newest request (recompute it later). submit() refused any
+      // request that cannot fit alone, so the oldest one always makes progress.
       const victim = [...this.#active].sort((x, y) => y.arrival - x.arrival)[0];
       if (this.#active.length === 1) {
-        const err = new Error(
-          `out of KV pages: this request needs ${need} more pages but only ${this.#native.freePages()} are free ` +
-            '(raise kvPages or contextSize when loading the model)',
-        );
-        (err as Error & { code?: string }).code = 'TESSERA_OUT_OF_PAGES';
-        this.#finish(victim, err);
+        // Unreachable while submit() checks maxLength; kept so a wrong bound fails loudly, not silently.
+        this.#finish(victim, new OutOfPagesError(`out of KV pages: the step needs ${need} pages but only ${this.#native.freePages()} are free`));
         return [];
       }
       this.#native.releaseSequence(victim.seq);
+      this.#preemptions++;
       victim.seq = -1;
       victim.req.pending.unshift(...victim.fed);
       victim.fed = [];
       this.#active = this.#active.filter((x) => x !== victim);
       this.#waiting.unshift(victim);
+      this.#freePages = this.#native.freePages();
     }
   }
 }
