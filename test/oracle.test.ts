@@ -5,13 +5,9 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel, nativeInfo, writeSyntheticModel } from '../dist/index.js';
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const SHARED = process.env.TESSERA_SHARED ?? path.join(ROOT, '..', 'shared');
-const VOCAB = path.join(SHARED, 'models', 'llama2-vocab.gguf');
+import { LLAMA2_VOCAB as VOCAB } from './data';
 
 // llama.cpp keeps activations in f32 for f32 weights, rounds them to f16 for f16 weights and
 // quantises them to q8_0 for q8_0/q4_0 weights and to q8_K (one scale per 256 values, coarser) for

@@ -5,19 +5,14 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readGguf } from '../dist/index.js';
 import { Tokenizer, TokenAttr, TokenType } from '../dist/tokenizer/index.js';
 import { HARD, STORY, generatedText, randomStrings } from './tokenizer-helpers/corpus';
 import { writeHfVocabGguf } from './tokenizer-helpers/hf-vocab';
+import { LLAMA2_VOCAB as LLAMA2, STORIES } from './data';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const MODELS = process.env.TESSERA_MODELS_DIR ?? path.resolve(ROOT, '..', 'shared', 'models');
-const LLAMA2 = path.join(MODELS, 'llama2-vocab.gguf');
-const STORIES = path.join(MODELS, 'stories260K.gguf');
-const haveModels = fs.existsSync(LLAMA2) && fs.existsSync(STORIES);
 const req = createRequire(import.meta.url);
 
 // Minimal views of node-llama-cpp's and transformers.js' APIs (both loaded dynamically).
@@ -59,7 +54,6 @@ const PRE_VARIANTS = ['default', 'gpt-2', 'starcoder', 'qwen35'];
 const CORPUS = [...HARD, ...randomStrings(300, 1234), STORY.slice(0, 400)];
 
 beforeAll(async () => {
-  if (!haveModels) return;
   const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
   const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error, logger: () => {} });
   llamaRuntime = llama;
@@ -243,7 +237,7 @@ function compareWithHf(v: Vocab): HfComparison {
   return { bad, nfc, forced: forcedCount };
 }
 
-describe.skipIf(!haveModels)('Tokenizer: SentencePiece (Llama 2 vocab, 32000 tokens)', () => {
+describe('Tokenizer: SentencePiece (Llama 2 vocab, 32000 tokens)', () => {
   it('reads the vocabulary and special tokens as llama.cpp does', () => {
     const { tok, llama } = vocabs.llama2;
     expect(tok.model).toBe('llama');
@@ -328,7 +322,7 @@ describe.skipIf(!haveModels)('Tokenizer: SentencePiece (Llama 2 vocab, 32000 tok
   });
 });
 
-describe.skipIf(!haveModels)('Tokenizer: SentencePiece with byte fallback (stories260K, 512 tokens)', () => {
+describe('Tokenizer: SentencePiece with byte fallback (stories260K, 512 tokens)', () => {
   it('matches llama.cpp on every string, decodes and round-trips', () => {
     const v = vocabs.stories;
     expect(v.tok.vocabSize).toBe(512);
@@ -341,7 +335,7 @@ describe.skipIf(!haveModels)('Tokenizer: SentencePiece with byte fallback (stori
   });
 });
 
-describe.skipIf(!haveModels)('Tokenizer: byte-level BPE, Llama 3 (128256 tokens, pre "llama-bpe")', () => {
+describe('Tokenizer: byte-level BPE, Llama 3 (128256 tokens, pre "llama-bpe")', () => {
   it('reads the vocabulary and special tokens as llama.cpp does', () => {
     const { tok, llama } = vocabs.llama3;
     expect(tok.model).toBe('gpt2');
@@ -402,7 +396,7 @@ describe.skipIf(!haveModels)('Tokenizer: byte-level BPE, Llama 3 (128256 tokens,
   });
 });
 
-describe.skipIf(!haveModels)('Tokenizer: byte-level BPE, Qwen3 (151669 tokens, pre "qwen2")', () => {
+describe('Tokenizer: byte-level BPE, Qwen3 (151669 tokens, pre "qwen2")', () => {
   it('reads the vocabulary and special tokens as llama.cpp does', () => {
     const { tok, llama } = vocabs.qwen3;
     expect(tok.preTokenizer).toBe('qwen2');
@@ -447,7 +441,7 @@ describe.skipIf(!haveModels)('Tokenizer: byte-level BPE, Qwen3 (151669 tokens, p
   });
 });
 
-describe.skipIf(!haveModels)('Tokenizer: other BPE pre-tokenizers (tokenizer.ggml.pre)', () => {
+describe('Tokenizer: other BPE pre-tokenizers (tokenizer.ggml.pre)', () => {
   it.each(PRE_VARIANTS)('pre "%s" splits as llama.cpp', (pre) => {
     const v = vocabs[`pre:${pre}`];
     expect(v.tok.preTokenizer).toBe({ default: 'default', 'gpt-2': 'gpt2', starcoder: 'starcoder', qwen35: 'qwen35' }[pre]);
@@ -463,7 +457,7 @@ describe.skipIf(!haveModels)('Tokenizer: other BPE pre-tokenizers (tokenizer.ggm
   });
 });
 
-describe.skipIf(!haveModels)('Tokenizer: speed', () => {
+describe('Tokenizer: speed', () => {
   const MB = 1 << 20;
   it('tokenizes ~1 MB of text well under a second (SentencePiece and BPE), matching llama.cpp', () => {
     const text = generatedText(MB, 99);
