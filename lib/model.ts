@@ -142,8 +142,10 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   }
   const native = new (addon().NativeModel)(path, { device: device === 'cuda' ? 'cuda' : 'cpu', threads, contextSize, kvPages, pageSize, kvDtype });
   try {
-    progress(device === 'cuda' ? 'uploading' : 'repacking', 0.1);
-    await native.repack(); // int8 weight layout (or the GPU copy), on a worker thread
+    const phase = device === 'cuda' ? 'uploading' : 'repacking';
+    progress(phase, 0.05);
+    // int8 weight layout (or the GPU copy), on a worker thread; per-layer progress
+    await native.repack(onProgress ? (f) => progress(phase, 0.05 + 0.95 * Math.min(f, 0.999)) : undefined);
   } catch (e) {
     native.dispose();
     throw e;

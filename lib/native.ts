@@ -55,8 +55,11 @@ export interface NativeModel {
   pagesNeeded(seqIds: Int32Array, counts: Int32Array): number;
   /** One forward step off the main thread; resolves with logits (logitRows.length x vocab). */
   forward(step: { tokens: Int32Array; seqIds: Int32Array; seqTokens: Int32Array; logitRows: Int32Array }): Promise<Float32Array>;
-  /** Repacks quantised weights for the int8 path off the main thread (a no-op where there is none). */
-  repack(): Promise<void>;
+  /**
+   * Repacks quantised weights for the int8 path off the main thread (a no-op where there is none),
+   * or copies them to the GPU; onProgress gets the fraction done (per layer) on the main thread.
+   */
+  repack(onProgress?: (fraction: number) => void): Promise<void>;
   dispose(): void;
 }
 

@@ -7,8 +7,8 @@
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DisposedError, loadModel, type Completion, type GenerateOptions, type Model } from '../lib';
-import { demoModelPath } from '../lib/native';
+import { DisposedError, loadModel, type Completion, type GenerateOptions, type LoadProgress, type Model } from '../lib';
+import { demoModelPath, nativeInfo } from '../lib/native';
 
 const ROOT = path.resolve(__dirname, '..');
 const MODEL = demoModelPath; // stories260K Q8_0, in the repo
@@ -155,6 +155,26 @@ describe('a small KV page pool', () => {
     } finally {
       await m.dispose();
     }
+  });
+});
+
+describe('loading', () => {
+  it('reports progress: mapping, then repacking per layer, then ready; fractions only grow', async () => {
+    const seen: LoadProgress[] = [];
+    const m = await loadModel(MODEL, { threads: 1, contextSize: CTX, onProgress: (p) => seen.push(p) });
+    await m.dispose();
+    expect(seen[0]).toEqual({ phase: 'mapping', fraction: 0 });
+    expect(seen.at(-1)).toEqual({ phase: 'ready', fraction: 1 });
+    const fractions = seen.map((p) => p.fraction);
+    expect(fractions).toEqual([...fractions].sort((a, b) => a - b));
+    const repacking = seen.filter((p) => p.phase === 'repacking');
+    // With the int8 path the 5 layers and the output matrix are repacked one report at a time.
+    expect(repacking.length).toBeGreaterThanOrEqual(nativeInfo().int8Path === 'none' ? 1 : 6);
+    expect(repacking.every((p) => p.fraction > 0 && p.fraction < 1)).toBe(true);
+  });
+
+  it('rejects an onProgress that is not a function', async () => {
+    await expect(loadModel(MODEL, { onProgress: 3 as never })).rejects.toThrow(/expected a function for onProgress/);
   });
 });
 

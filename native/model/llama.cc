@@ -136,7 +136,7 @@ LlamaModel::LlamaModel(std::unique_ptr<GgufFile> file, ThreadPool* pool, bool re
   if (repack_now) repack(pool);
 }
 
-void LlamaModel::repack(ThreadPool* pool) {
+void LlamaModel::repack(ThreadPool* pool, const std::function<void(double)>& progress) {
   if (repacked_) return;
   repacked_ = true;
   // The mapped originals are then not read (unless the kernel set is switched later), so their
@@ -157,10 +157,15 @@ void LlamaModel::repack(ThreadPool* pool) {
       w.packed = std::move(pw);
       if (drop) file_->drop_pages(w.data, (size_t)dtype_bytes(w.dtype, w.n * w.k));
     };
-    for (LlamaLayer& L : layers_)
+    const size_t steps = layers_.size() + 1;
+    for (size_t l = 0; l < layers_.size(); l++) {
+      LlamaLayer& L = layers_[l];
       for (Weight* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) pack(*w, true);
+      if (progress) progress((double)(l + 1) / (double)steps);
+    }
     pack(output_, /*drop=*/!cfg_.tied_output);  // tied: token_embd rows are still looked up
   }
+  if (progress) progress(1.0);
 }
 
 std::vector<std::pair<std::string, int>> LlamaModel::weight_types() const {

@@ -319,26 +319,39 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     return p;
   }
 
-  class RepackWorker : public Napi::AsyncWorker {
+  // Runs LlamaModel::repack (or the GPU copy) on a worker thread; reports per-layer progress to an
+  // optional JS callback on the main thread (every report arrives before the promise settles).
+  class RepackWorker : public Napi::AsyncProgressQueueWorker<double> {
    public:
-    RepackWorker(Napi::Env env, std::shared_ptr<ModelState> state)
-        : Napi::AsyncWorker(env, "tessera.repack"), deferred_(Napi::Promise::Deferred::New(env)), state_(std::move(state)) {}
+    RepackWorker(Napi::Env env, std::shared_ptr<ModelState> state, Napi::Function on_progress)
+        : Napi::AsyncProgressQueueWorker<double>(env, "tessera.repack"),
+          deferred_(Napi::Promise::Deferred::New(env)),
+          state_(std::move(state)) {
+      if (!on_progress.IsEmpty()) on_progress_ = Napi::Persistent(on_progress);
+    }
     Napi::Promise Promise() { return deferred_.Promise(); }
 
    protected:
-    void Execute() override {
+    void Execute(const ExecutionProgress& progress) override {
       try {
 #ifdef TESSERA_WITH_CUDA
         if (state_->gpu_pending) {  // copy the weights to the GPU (as stored: nothing to repack)
           if (!state_->gpu) state_->gpu = std::make_unique<cuda::CudaLlama>(*state_->model);
           if (!state_->kv) state_->kv = state_->gpu->make_cache(state_->kv_pages, state_->page_size, state_->kv_dtype);
+          const double done = 1.0;
+          progress.Send(&done, 1);
           return;
         }
 #endif
-        state_->model->repack(state_->pool.get());
+        state_->model->repack(state_->pool.get(), [&](double f) { progress.Send(&f, 1); });
       } catch (const std::exception& e) {
         SetError(e.what());
       }
+    }
+    void OnProgress(const double* data, size_t count) override {
+      if (on_progress_.IsEmpty() || count == 0) return;
+      Napi::HandleScope scope(Env());
+      on_progress_.Call({Napi::Number::New(Env(), data[count - 1])});  // a throw surfaces as an uncaught exception
     }
     void OnOK() override {
       state_->busy.store(false);
@@ -352,18 +365,24 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
    private:
     Napi::Promise::Deferred deferred_;
     std::shared_ptr<ModelState> state_;
+    Napi::FunctionReference on_progress_;
   };
 
-  // repack() -> Promise<void>: the int8 repacking of the weights (LlamaModel::repack), or for
-  // device 'cuda' the copy of the weights to the GPU and its KV cache, off the main thread;
-  // loadModel awaits it before the model is used.
+  // repack(onProgress?: (fraction) => void) -> Promise<void>: the int8 repacking of the weights
+  // (LlamaModel::repack), or for device 'cuda' the copy of the weights to the GPU and its KV cache,
+  // off the main thread; loadModel awaits it before the model is used.
   Napi::Value Repack(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!state_) throw Napi::Error::New(env, "the model was disposed");
     if (state_->busy.load()) throw Napi::Error::New(env, "the model is running a forward step (or repacking its weights); wait for it to finish");
+    Napi::Function on_progress;
+    if (info.Length() > 0 && !info[0].IsUndefined()) {
+      if (!info[0].IsFunction()) throw Napi::TypeError::New(env, "repack: onProgress must be a function");
+      on_progress = info[0].As<Napi::Function>();
+    }
     ModelState& s = *state_;
     s.busy.store(true);
-    auto* worker = new RepackWorker(env, state_);
+    auto* worker = new RepackWorker(env, state_, on_progress);
     Napi::Promise p = worker->Promise();
     worker->Queue();
     return p;

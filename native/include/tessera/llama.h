@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -85,7 +86,8 @@ class LlamaModel {
   // On CPUs with the int8 path (AVX512-VNNI, and the AVX-512 kernel set active) repacks the
   // quantised matrices once, in parallel on `pool` when given, and drops their mapped pages; does
   // nothing otherwise or when already done. Must not run concurrently with forward().
-  void repack(ThreadPool* pool);
+  // `progress`, when given, is called after each layer with the fraction done (0..1].
+  void repack(ThreadPool* pool, const std::function<void(double)>& progress = {});
   // Bytes of repacked weights held in memory (0 when nothing was repacked).
   int64_t packed_bytes() const { return packed_bytes_; }
 
