@@ -6,7 +6,7 @@ import type { GgufValue } from '../gguf';
 import { ByteBuffer, IntBuffer, PairMap, PairSet, SliceCache } from './buffers';
 import { BigramHeap } from './heap';
 import { preTokenizerFor, splitWords, type PreTokenizer } from './pretokenize';
-import { BYTE_TO_CHAR, CHAR_TO_BYTE, pushUtf8, utf8, utf8Length, wellFormed } from './unicode';
+import { BYTE_TO_CHAR, CHAR_TO_BYTE, fromUtf8, pushUtf8, utf8, utf8Decoder, utf8Length, wellFormed } from './unicode';
 
 /** tokenizer.ggml.token_type values. */
 export const TokenType = {
@@ -72,8 +72,11 @@ export interface DecoderOptions {
 
 /** A streaming detokenizer: push(id) returns the newly completed text. */
 export interface StreamingDecoder {
-  /** Adds one token; returns the text it completes (characters split over tokens are held back until complete). */
-  push(id: number): string;
+  /**
+   * Adds one token, or several in order; returns the text they complete (characters split over
+   * tokens are held back until complete). How ids are grouped into calls never changes the text.
+   */
+  push(ids: number | ArrayLike<number>): string;
   /** Returns what is still held back (an incomplete character at the end becomes U+FFFD) and resets the decoder. */
   flush(): string;
 }
@@ -499,7 +502,7 @@ export class Tokenizer {
    */
   tokenToPiece(id: number, opts: { special?: boolean } = {}): string {
     this.check(id, 'tokenToPiece');
-    return new TextDecoder().decode(this.piece(id, opts.special === true));
+    return fromUtf8(this.piece(id, opts.special === true));
   }
 
   private piece(id: number, special: boolean): Uint8Array {
@@ -541,7 +544,19 @@ export class Tokenizer {
   // -------------------------------------------------------------------------------------------
   // Encoding
 
-  /** Token ids of text, as llama.cpp's llama_tokenize (add_special = bos/eos, parse_special = special). */
+  /**
+   * Token ids of text, as llama.cpp's llama_tokenize (add_special = bos/eos, parse_special = special).
+   *
+   * Round trip: decode(encode(text)) === text for every string, every character kept (control
+   * characters, U+200B, a leading U+FEFF, emoji sequences...), with two exceptions:
+   * - Lone surrogates (a JavaScript string can hold them, UTF-8 cannot): each becomes U+FFFD, as
+   *   any UTF-8 conversion of the string does, and as llama.cpp sees the string through Node-API.
+   *   So encode(text) equals encode(text with its lone surrogates replaced by U+FFFD)
+   *   (String.prototype.toWellFormed), and decode gives that text back.
+   * - SentencePiece vocabularies write a space as U+2581 ("▁"), so a U+2581 in the text comes back
+   *   as a space (llama.cpp too). The space encode puts in front of the text (add_space_prefix) is
+   *   dropped again by decode (stripLeadingSpace).
+   */
   encode(text: string, opts: EncodeOptions = {}): Int32Array {
     if (typeof text !== 'string') throw new TypeError(`Tokenizer.encode: expected a string but received ${typeof text}`);
     const addBos = opts.bos ?? this.addBos;
@@ -1000,7 +1015,11 @@ export class Tokenizer {
     return p;
   }
 
-  /** Text of a token sequence (byte tokens and byte-level pieces joined before UTF-8 decoding). */
+  /**
+   * Text of a token sequence (byte tokens and byte-level pieces joined before UTF-8 decoding; a
+   * leading U+FEFF is kept, invalid UTF-8 becomes U+FFFD). decode(encode(text)) gives the text back:
+   * see encode for the two exceptions (lone surrogates, U+2581 in SentencePiece vocabularies).
+   */
   decode(ids: ArrayLike<number>, opts: DecodeOptions = {}): string {
     if (ids === null || typeof ids !== 'object' || typeof ids.length !== 'number') {
       throw new TypeError('Tokenizer.decode: expected an array of token ids');
@@ -1014,28 +1033,41 @@ export class Tokenizer {
     }
     let bytes = buf.view();
     if (opts.cleanSpaces) bytes = bytes.subarray(0, cleanUpSpaces(bytes));
-    return new TextDecoder().decode(bytes);
+    return fromUtf8(bytes);
   }
 
   /**
    * A streaming detokenizer. push(id) returns the text completed by the token; UTF-8 characters
    * split over several tokens are held back until complete (never emitted as U+FFFD). The
    * leading-space rule is the one decode applies, so the concatenation of the pushes and flush()
-   * equals decode() of the same ids with the same options.
+   * equals decode() of the same ids with the same options, however the ids are grouped into push
+   * calls (one id or an array of ids at a time), a leading U+FEFF and invalid UTF-8 included.
    */
   createDecoder(opts: DecoderOptions = {}): StreamingDecoder {
     const skipSpecial = opts.skipSpecial ?? true;
     const strip = this.addSpacePrefix && (opts.stripLeadingSpace ?? true);
     let state = { atStart: strip };
-    let td = new TextDecoder();
+    let td = utf8Decoder();
+    const buf = new ByteBuffer(64);
     return {
-      push: (id: number): string => {
-        const p = this.decodeBytes(id, skipSpecial, state);
-        return p.length === 0 ? '' : td.decode(p, { stream: true });
+      push: (ids: number | ArrayLike<number>): string => {
+        if (typeof ids === 'number') {
+          const p = this.decodeBytes(ids, skipSpecial, state);
+          return p.length === 0 ? '' : td.decode(p, { stream: true });
+        }
+        if (ids === null || typeof ids !== 'object' || typeof ids.length !== 'number') {
+          throw new TypeError('StreamingDecoder.push: expected a token id or an array of token ids');
+        }
+        buf.length = 0;
+        for (let i = 0; i < ids.length; i++) {
+          const p = this.decodeBytes(ids[i], skipSpecial, state);
+          if (p.length > 0) buf.pushAll(p);
+        }
+        return buf.length === 0 ? '' : td.decode(buf.view(), { stream: true });
       },
       flush: (): string => {
         const rest = td.decode();
-        td = new TextDecoder();
+        td = utf8Decoder();
         state = { atStart: strip };
         return rest;
       },

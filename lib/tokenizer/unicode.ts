@@ -1,6 +1,7 @@
 // Unicode helpers for the tokenizers: llama.cpp's code point classes (from its own table, so the
 // pre-tokenizers agree with llama.cpp whatever Unicode version this Node's ICU implements), the
 // GPT-2 byte <-> unicode mapping, and small UTF-8 utilities.
+import { TextDecoder } from 'node:util';
 import { CATEGORY_RANGES, WHITESPACE } from './unicode-data';
 
 /** llama.cpp's unicode_cpt_flags bits. */
@@ -90,4 +91,19 @@ const hasToWellFormed = typeof (String.prototype as { toWellFormed?: unknown }).
 export function wellFormed(s: string): string {
   if (hasToWellFormed) return (s as string & { toWellFormed(): string }).toWellFormed();
   return s.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, '\ufffd');
+}
+
+/**
+ * A UTF-8 decoder that keeps a leading U+FEFF. A plain `new TextDecoder()` drops a byte-order mark
+ * at the start of what it decodes (ignoreBOM: false), so text beginning with U+FEFF would not come
+ * back from decode. Invalid sequences still become U+FFFD (the WHATWG rules, one per maximal subpart).
+ */
+export function utf8Decoder(): TextDecoder {
+  return new TextDecoder('utf-8', { ignoreBOM: true });
+}
+
+const decoder = utf8Decoder();
+/** The text of UTF-8 bytes, in one piece (a leading U+FEFF kept). */
+export function fromUtf8(bytes: Uint8Array): string {
+  return decoder.decode(bytes);
 }

