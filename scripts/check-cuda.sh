@@ -14,7 +14,7 @@ export CUDACXX="$(command -v nvcc)"
 cmake -S . -B build-cuda-test -DTESSERA_CUDA=ON -DTESSERA_NATIVE_TESTS=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build-cuda-test -j 2 --target tessera_cuda_parity_test tessera_cuda_model_test tessera_cuda_bench
 ./build-cuda-test/tessera_cuda_parity_test
-./build-cuda-test/tessera_cuda_model_test ../shared
+./build-cuda-test/tessera_cuda_model_test
 # The addon once more through cmake-js (the prebuild's build system), for one architecture only:
 # every kernel was just compiled for all of them above.
 npx cmake-js compile --out build-cuda-check --CDTESSERA_CUDA_ARCHS=75-real >/dev/null

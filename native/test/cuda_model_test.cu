@@ -1,13 +1,13 @@
 // CUDA model test: the Llama forward pass on the GPU (tessera::cuda::CudaLlama) against the CPU
 // model (LlamaModel::forward) on the same inputs, teacher-forced: every step feeds both the CPU's
 // greedy token, so one early near-tie cannot make the rest of the comparison meaningless.
-// Models: the real stories260K GGUFs (f32 / f16 / q8_0) from <shared>/models and small synthetic
+// Models: the real stories260K GGUFs (f32 / f16 / q8_0; see test_data.h) and small synthetic
 // models written here (bf16, q4_0, q4_k, q6_k; GQA; qwen2 with Q/K/V biases and NeoX rope).
 // Each case runs a packed prefill of three prompts, a copy-on-write fork, decode steps of all
 // sequences in one batch, and a mixed step (a 40-token chunk beside three decodes); it checks the logits' relative error and greedy agreement wherever the
 // CPU's top-2 margin is decisive, plus the errors (CPU cache given, out of pages, bad tokens).
 // Without a usable GPU it prints "cuda model: skipped (<reason>)" and exits 0.
-// Usage: tessera_cuda_model_test [shared-dir]   (default ../shared)
+// Usage: tessera_cuda_model_test [repo-dir]   (default: the source tree it was built from; see test_data.h)
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -20,6 +20,7 @@
 
 #include "tessera/cuda_llama.h"
 #include "harness.h"
+#include "test_data.h"
 #include "tessera/cuda_api.h"
 #include "tessera/gguf.h"
 #include "tessera/kv_cache.h"
@@ -158,13 +159,10 @@ void report(const char* what, const Stats& st, double tol) {
   CHECK(st.decisive * 2 >= st.rows, "%s: only %d of %d rows decisive", what, st.decisive, st.rows);
 }
 
-bool file_exists(const std::string& p) { return std::ifstream(p).good(); }
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  const std::string shared = argc > 1 ? argv[1] : (std::getenv("TESSERA_SHARED") ? std::getenv("TESSERA_SHARED") : "../shared");
-  const std::string models = shared + "/models/";
+  test_data::init(argc, argv, "cuda model");
   const CudaProbe probe = cuda_probe();
   if (!probe.usable) {
     std::printf("cuda model: skipped (%s)\n", probe.reason.c_str());
@@ -179,83 +177,70 @@ int main(int argc, char** argv) {
   struct Real { const char* file; double tol; float tie; };
   const Real reals[] = {{"stories260K.gguf", 1e-3, 1e-3f}, {"stories260K-f16.gguf", 2e-2, 0.1f},
                         {"stories260K-q8_0.gguf", 5e-2, 0.25f}};
-  bool have_real = false;
-  for (const Real& r : reals) {
-    const std::string path = models + r.file;
-    if (!file_exists(path)) continue;
-    have_real = true;
+  // A missing data file throws (naming it) inside the case that needs it: a failed case.
+  for (const Real& r : reals)
     for (int32_t ps : {16, 7})
       for (DType kd : {DType::F16, DType::F32}) {
         if (ps == 7 && kd == DType::F32) continue;
         const std::string name = std::string(r.file) + " page " + std::to_string(ps) + " kv " + dtype_info(kd).name;
-        harness::run_case(g_tally, name, [&] { report(name.c_str(), scenario(path, ps, kd, r.tie), r.tol); });
+        harness::run_case(g_tally, name, [&] { report(name.c_str(), scenario(test_data::model(r.file), ps, kd, r.tie), r.tol); });
       }
-  }
-  if (!have_real) std::printf("note: %s not found; skipping the stories260K cases\n", models.c_str());
 
-  const std::string vocab = models + "llama2-vocab.gguf";
-  if (file_exists(vocab)) {
-    struct Syn { const char* arch; DType dt; int heads, kv_heads; double tol; float tie; };
-    // dim 256: 4 heads -> head_dim 64, 2 heads -> 128 (the tensor-core attention and split-KV
-    // decode kernels' shapes; the first step's 97 fresh tokens take the tensor-core prefill).
-    const Syn syns[] = {{"llama", DType::BF16, 4, 2, 1e-2, 0.05f}, {"llama", DType::Q4_0, 4, 4, 5e-2, 0.25f},
-                        {"llama", DType::Q4_K, 2, 1, 5e-2, 0.25f}, {"qwen2", DType::Q6_K, 4, 1, 5e-2, 0.25f},
-                        {"qwen2", DType::F16, 2, 2, 2e-2, 0.1f}};
-    for (const Syn& s : syns) {
-      SynthSpec spec;
-      spec.arch = s.arch;
-      spec.dim = 256, spec.layers = 2, spec.heads = s.heads, spec.kv_heads = s.kv_heads, spec.ff = 512;
-      spec.vocab = 0, spec.context = 512, spec.dtype = s.dt, spec.seed = 7, spec.weight_std = 0.05f;
-      spec.vocab_path = vocab;
-      const std::string name = std::string("synthetic ") + s.arch + " " + dtype_info(s.dt).name + " heads " +
-                               std::to_string(s.heads) + "/" + std::to_string(s.kv_heads);
-      const std::string path = "/tmp/tessera-cuda-model-" + std::string(s.arch) + "-" + dtype_info(s.dt).name + ".gguf";
-      harness::run_case(g_tally, name, [&] {
-        write_synthetic_llama(path, spec);
-        report(name.c_str(), scenario(path, 16, DType::F16, s.tie), s.tol);
-        if (s.dt == DType::F16) report((name + ", no cuda graphs").c_str(), scenario(path, 16, DType::F16, s.tie, 12, false), s.tol);
-      });
-    }
-  } else {
-    std::printf("note: %s not found; skipping the synthetic cases\n", vocab.c_str());
-  }
-
-  const std::string f32 = models + "stories260K.gguf";
-  if (file_exists(f32)) {
-    harness::run_case(g_tally, "errors: host cache, out of pages, bad token (lengths kept)", [&] {
-      Pair p(f32, 4, 16, DType::F16);
-      const int32_t s = p.dkv->create_sequence();
-      std::vector<int32_t> toks(10, 5), rows = {9};
-      int32_t n = 10;
-      ForwardBatch b;
-      b.tokens = toks.data(), b.n_tokens = 10, b.seq_ids = &s, b.seq_n_tokens = &n, b.n_seqs = 1;
-      b.logit_rows = rows.data(), b.n_logit_rows = 1;
-      std::vector<float> logits(p.cpu.config().n_vocab);
-      const int32_t hs = p.hkv->create_sequence();
-      CHECK(throws([&] { p.gpu.forward(*p.hkv, b, logits.data(), 4096); }), "a host cache is refused");
-      CHECK(throws([&] { p.cpu.forward(*p.dkv, b, logits.data(), p.pool, 4096); }), "the CPU model refuses a device cache");
-      (void)hs;
-      p.gpu.forward(*p.dkv, b, logits.data(), 4096);
-      CHECK(p.dkv->length(s) == 10, "length 10");
-      std::vector<int32_t> big(80, 3);
-      int32_t nb = 80;
-      b.tokens = big.data(), b.n_tokens = 80, b.seq_n_tokens = &nb;
-      rows = {0};
-      bool oop = false;
-      try {
-        p.gpu.forward(*p.dkv, b, logits.data(), 4096);
-      } catch (const KvOutOfPages&) {
-        oop = true;
-      }
-      CHECK(oop, "80 more tokens in 4 pages of 16: KvOutOfPages");
-      CHECK(p.dkv->length(s) == 10, "length kept after out of pages: %d", p.dkv->length(s));
-      toks[3] = 1 << 20;
-      b.tokens = toks.data(), b.n_tokens = 10, b.seq_n_tokens = &n;
-      CHECK(throws([&] { p.gpu.forward(*p.dkv, b, logits.data(), 4096); }), "bad token id");
-      CHECK(p.dkv->length(s) == 10, "length kept after a bad token");
-      CHECK(throws([&] { p.gpu.make_cache(0, 16); }), "zero pages refused");
+  struct Syn { const char* arch; DType dt; int heads, kv_heads; double tol; float tie; };
+  // dim 256: 4 heads -> head_dim 64, 2 heads -> 128 (the tensor-core attention and split-KV
+  // decode kernels' shapes; the first step's 97 fresh tokens take the tensor-core prefill).
+  const Syn syns[] = {{"llama", DType::BF16, 4, 2, 1e-2, 0.05f}, {"llama", DType::Q4_0, 4, 4, 5e-2, 0.25f},
+                      {"llama", DType::Q4_K, 2, 1, 5e-2, 0.25f}, {"qwen2", DType::Q6_K, 4, 1, 5e-2, 0.25f},
+                      {"qwen2", DType::F16, 2, 2, 2e-2, 0.1f}};
+  for (const Syn& s : syns) {
+    SynthSpec spec;
+    spec.arch = s.arch;
+    spec.dim = 256, spec.layers = 2, spec.heads = s.heads, spec.kv_heads = s.kv_heads, spec.ff = 512;
+    spec.vocab = 0, spec.context = 512, spec.dtype = s.dt, spec.seed = 7, spec.weight_std = 0.05f;
+    const std::string name = std::string("synthetic ") + s.arch + " " + dtype_info(s.dt).name + " heads " +
+                             std::to_string(s.heads) + "/" + std::to_string(s.kv_heads);
+    const std::string path = "/tmp/tessera-cuda-model-" + std::string(s.arch) + "-" + dtype_info(s.dt).name + ".gguf";
+    harness::run_case(g_tally, name, [&] {
+      spec.vocab_path = test_data::model("llama2-vocab.gguf");
+      write_synthetic_llama(path, spec);
+      report(name.c_str(), scenario(path, 16, DType::F16, s.tie), s.tol);
+      if (s.dt == DType::F16) report((name + ", no cuda graphs").c_str(), scenario(path, 16, DType::F16, s.tie, 12, false), s.tol);
     });
   }
+
+  harness::run_case(g_tally, "errors: host cache, out of pages, bad token (lengths kept)", [&] {
+    Pair p(test_data::model("stories260K.gguf"), 4, 16, DType::F16);
+    const int32_t s = p.dkv->create_sequence();
+    std::vector<int32_t> toks(10, 5), rows = {9};
+    int32_t n = 10;
+    ForwardBatch b;
+    b.tokens = toks.data(), b.n_tokens = 10, b.seq_ids = &s, b.seq_n_tokens = &n, b.n_seqs = 1;
+    b.logit_rows = rows.data(), b.n_logit_rows = 1;
+    std::vector<float> logits(p.cpu.config().n_vocab);
+    const int32_t hs = p.hkv->create_sequence();
+    CHECK(throws([&] { p.gpu.forward(*p.hkv, b, logits.data(), 4096); }), "a host cache is refused");
+    CHECK(throws([&] { p.cpu.forward(*p.dkv, b, logits.data(), p.pool, 4096); }), "the CPU model refuses a device cache");
+    (void)hs;
+    p.gpu.forward(*p.dkv, b, logits.data(), 4096);
+    CHECK(p.dkv->length(s) == 10, "length 10");
+    std::vector<int32_t> big(80, 3);
+    int32_t nb = 80;
+    b.tokens = big.data(), b.n_tokens = 80, b.seq_n_tokens = &nb;
+    rows = {0};
+    bool oop = false;
+    try {
+      p.gpu.forward(*p.dkv, b, logits.data(), 4096);
+    } catch (const KvOutOfPages&) {
+      oop = true;
+    }
+    CHECK(oop, "80 more tokens in 4 pages of 16: KvOutOfPages");
+    CHECK(p.dkv->length(s) == 10, "length kept after out of pages: %d", p.dkv->length(s));
+    toks[3] = 1 << 20;
+    b.tokens = toks.data(), b.n_tokens = 10, b.seq_n_tokens = &n;
+    CHECK(throws([&] { p.gpu.forward(*p.dkv, b, logits.data(), 4096); }), "bad token id");
+    CHECK(p.dkv->length(s) == 10, "length kept after a bad token");
+    CHECK(throws([&] { p.gpu.make_cache(0, 16); }), "zero pages refused");
+  });
 
   std::printf("cuda model: %d passed, %d failed\n", g_tally.passed, g_tally.failed);
   return g_tally.failed == 0 ? 0 : 1;

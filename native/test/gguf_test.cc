@@ -1,10 +1,10 @@
 // GGUF container test binary (no Node): writer -> reader round trips for every metadata value type
-// and tensor type, the real files under <shared>/models, hand-made malformed files that must be
+// and tensor type, the real files of test/data/models (and models/), hand-made malformed files that must be
 // rejected with a named GgufError, and a fuzz pass (truncations and bit flips of every file) that
 // must only ever parse or throw GgufError. Build it with -fsanitize=address,undefined to prove the
 // reader never reads out of bounds: the fuzz pass parses from exactly-sized heap buffers.
 //
-// Usage: gguf_test [shared-dir]   (default: $TESSERA_SHARED, else ../shared)
+// Usage: gguf_test [repo-dir]   (default: the source tree it was built from; see test_data.h)
 // Last line of output: "gguf: <passed> passed, <failed> failed"; exit status 1 on failure.
 #include <algorithm>
 #include <chrono>
@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "harness.h"
+#include "test_data.h"
 #include "tessera/dtype.h"
 #include "tessera/gguf.h"
 
@@ -62,17 +63,9 @@ void expect_gguf_error(const char* file, int line, const std::string& what, cons
 #define EXPECT_GGUF_ERROR(what, needles, ...) expect_gguf_error(__FILE__, __LINE__, what, needles, __VA_ARGS__)
 #define NEEDLES(...) std::vector<std::string>{__VA_ARGS__}
 
-std::string g_shared;  // shared folder ("" when not found)
-fs::path g_tmp;        // scratch folder for written files
+fs::path g_tmp;  // scratch folder for written files
 
-std::string model_path(const char* name) { return g_shared.empty() ? "" : g_shared + "/models/" + name; }
-
-bool have_model(const char* name) {
-  const std::string p = model_path(name);
-  if (!p.empty() && fs::exists(p)) return true;
-  printf("    note: %s not found, skipped\n", p.empty() ? name : p.c_str());
-  return false;
-}
+using test_data::model;  // the path of a real model file; throws (naming it) when it is missing
 
 std::vector<uint8_t> read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -564,16 +557,14 @@ void check_stories(const GgufFile& f, uint32_t matrix_type) {
 }
 
 TEST_CASE(stories260K_f32) {
-  if (!have_model("stories260K.gguf")) return;
-  const GgufFile f(model_path("stories260K.gguf"));
+  const GgufFile f(model("stories260K.gguf"));
   check_stories(f, 0);
   for (const GgufTensor& t : f.tensors()) EXPECT(t.dtype == DType::F32 && t.supported, "%s is f32", t.name.c_str());
   EXPECT(f.file_size() == 1054304, "size");
 }
 
 TEST_CASE(stories260K_q8_0) {
-  if (!have_model("stories260K-q8_0.gguf")) return;
-  const GgufFile f(model_path("stories260K-q8_0.gguf"));
+  const GgufFile f(model("stories260K-q8_0.gguf"));
   check_stories(f, 8);
   EXPECT(f.tensor("blk.0.attn_q.weight").dtype == DType::Q8_0 && f.tensor("blk.0.attn_q.weight").byte_size == 64 * 2 * 34,
          "q8_0 matrix");
@@ -582,16 +573,14 @@ TEST_CASE(stories260K_q8_0) {
 }
 
 TEST_CASE(stories260K_f16) {
-  if (!have_model("stories260K-f16.gguf")) return;
-  const GgufFile f(model_path("stories260K-f16.gguf"));
+  const GgufFile f(model("stories260K-f16.gguf"));
   check_stories(f, 1);
   for (const GgufTensor& t : f.tensors())
     EXPECT(t.dtype == (t.shape.size() == 2 ? DType::F16 : DType::F32), "%s: %s", t.name.c_str(), t.type_name().c_str());
 }
 
 TEST_CASE(llama2_vocab) {
-  if (!have_model("llama2-vocab.gguf")) return;
-  const GgufFile f(model_path("llama2-vocab.gguf"));
+  const GgufFile f(model("llama2-vocab.gguf"));
   EXPECT(f.tensors().empty(), "no tensors");
   const std::vector<std::string> tokens = f.get_string_array("tokenizer.ggml.tokens");
   EXPECT(tokens.size() == 32000, "%zu tokens", tokens.size());
@@ -605,14 +594,13 @@ TEST_CASE(llama2_vocab) {
 // one gguf-py/ggml produce (and llama.cpp loads).
 TEST_CASE(rewrite_is_byte_identical) {
   for (const char* name : {"stories260K.gguf", "stories260K-q8_0.gguf", "llama2-vocab.gguf"}) {
-    if (!have_model(name)) continue;
-    const GgufFile f(model_path(name));
+    const GgufFile f(model(name));
     GgufWriter w;
     for (const auto& kv : f.metadata()) w.set(kv.first, kv.second);
     for (const GgufTensor& t : f.tensors()) w.add_tensor_ggml(t.name, t.ggml_type, t.shape, t.data);
     const std::string out = tmp_file(std::string("copy_") + name);
     w.write(out);
-    const std::vector<uint8_t> a = read_bytes(model_path(name)), b = read_bytes(out);
+    const std::vector<uint8_t> a = read_bytes(model(name)), b = read_bytes(out);
     size_t diff = 0;
     while (diff < a.size() && diff < b.size() && a[diff] == b[diff]) ++diff;
     EXPECT(a == b, "%s: %zu vs %zu bytes, first difference at %zu", name, a.size(), b.size(), diff);
@@ -813,13 +801,9 @@ TEST_CASE(fuzz) {
   } files[] = {{"stories260K.gguf", 3000}, {"stories260K-q8_0.gguf", 3000}, {"stories260K-f16.gguf", 2000},
                {"llama2-vocab.gguf", 600}};
   uint64_t seed = 2;
-  for (const auto& f : files) {
-    if (!have_model(f.name)) continue;
-    fuzz_bytes(f.name, read_bytes(model_path(f.name)), f.flips, seed++, st);
-  }
-  // The mmap path on truncated copies of a real file (and the synthetic one).
-  const std::string src = have_model("stories260K-q8_0.gguf") ? model_path("stories260K-q8_0.gguf") : syn;
-  const std::vector<uint8_t> full = read_bytes(src);
+  for (const auto& f : files) fuzz_bytes(f.name, read_bytes(model(f.name)), f.flips, seed++, st);
+  // The mmap path on truncated copies of a real file.
+  const std::vector<uint8_t> full = read_bytes(model("stories260K-q8_0.gguf"));
   for (size_t k = 0; k < 40; ++k) {
     const size_t s = full.size() * k / 40 + (k * 131) % 97;
     if (s > full.size()) continue;
@@ -841,17 +825,7 @@ TEST_CASE(fuzz) {
 
 int main(int argc, char** argv) {
   const auto t0 = std::chrono::steady_clock::now();
-  std::string shared = argc > 1 ? argv[1] : "";
-  if (shared.empty()) {
-    const char* env = std::getenv("TESSERA_SHARED");
-    shared = env && *env ? env : "../shared";
-  }
-  if (fs::is_directory(shared + "/models")) {
-    g_shared = shared;
-    printf("gguf: shared folder %s\n", shared.c_str());
-  } else {
-    printf("gguf: note: no models folder under %s; the real-file cases are skipped\n", shared.c_str());
-  }
+  test_data::init(argc, argv, "gguf");
   std::random_device rd;
   g_tmp = fs::temp_directory_path() / ("tessera_gguf_test_" + std::to_string(rd()) + "_" +
                                        std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));

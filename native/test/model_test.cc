@@ -1,6 +1,6 @@
 // Model runtime test (no Node): the KV cache's page bookkeeping, and the Llama forward pass on
-// the real stories260K GGUFs against llama2.c's logits and greedy outputs (../shared/golden).
-// Usage: tessera_model_test [shared-dir]   (default ../shared; real-model cases skip without it)
+// the real stories260K GGUFs against llama2.c's logits and greedy outputs (test/data/golden).
+// Usage: tessera_model_test [repo-dir]   (default: the source tree it was built from; see test_data.h)
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "harness.h"
+#include "test_data.h"
 #include "tessera/kv_cache.h"
 #include "tessera/llama.h"
 #include "tessera/threadpool.h"
@@ -55,8 +56,6 @@ std::vector<std::vector<int32_t>> int_arrays(const std::string& json, const std:
   return out;
 }
 
-bool file_exists(const std::string& p) { return std::ifstream(p).good(); }
-
 struct Runner {
   LlamaModel model;
   KvCache kv;
@@ -87,8 +86,9 @@ struct Runner {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const std::string shared = argc > 1 ? argv[1] : (std::getenv("TESSERA_SHARED") ? std::getenv("TESSERA_SHARED") : "../shared");
-  const std::string models = shared + "/models/", golden = shared + "/golden/";
+  test_data::init(argc, argv, "model");
+  using test_data::golden;  // data paths; a missing file throws (naming it) in the case using it
+  using test_data::model;
 
   run("kv cache: pages, fork, copy-on-write, truncate, out of pages", [] {
     KvCache kv(KvCacheConfig{2, 8, 4, 2, 8, DType::F32});
@@ -133,153 +133,150 @@ int main(int argc, char** argv) {
     CHECK(throws([&] { kv.grow(dd, two, 2); }), "a sequence twice in one step is rejected");
   });
 
-  const std::string f32 = models + "stories260K.gguf";
-  if (!file_exists(f32)) {
-    std::printf("note: %s not found; skipping the real-model cases\n", f32.c_str());
-  } else {
-    run("stories260K F32: every logit of 64 positions within 1e-3 of llama2.c", [&] {
-      const std::string meta = read_file(golden + "stories260K.logits.json");
-      const std::vector<int32_t> ids = int_arrays(meta, "input_ids").at(0);
-      const std::string raw = read_file(golden + "stories260K.logits.f32");
-      const float* ref = reinterpret_cast<const float*>(raw.data());
-      Runner r(f32);
-      const int32_t V = r.model.config().n_vocab;
-      CHECK(V == 512 && (int64_t)raw.size() == (int64_t)ids.size() * V * 4, "golden sizes");
-      const int32_t s = r.kv.create_sequence();
-      const std::vector<float> logits = r.step(s, ids);
-      double max_err = 0;
-      for (size_t i = 0; i < logits.size(); i++) max_err = std::max(max_err, (double)std::fabs(logits[i] - ref[i]));
-      std::printf("  max |logit - llama2.c| = %.3g\n", max_err);
-      CHECK(max_err < 1e-3, "max err %g", max_err);
-    });
+  const auto f32 = [] { return model("stories260K.gguf"); };
+  run("stories260K F32: every logit of 64 positions within 1e-3 of llama2.c", [&] {
+    const std::string meta = read_file(golden("stories260K.logits.json"));
+    const std::vector<int32_t> ids = int_arrays(meta, "input_ids").at(0);
+    const std::string raw = read_file(golden("stories260K.logits.f32"));
+    const float* ref = reinterpret_cast<const float*>(raw.data());
+    Runner r(f32());
+    const int32_t V = r.model.config().n_vocab;
+    CHECK(V == 512 && (int64_t)raw.size() == (int64_t)ids.size() * V * 4, "golden sizes");
+    const int32_t s = r.kv.create_sequence();
+    const std::vector<float> logits = r.step(s, ids);
+    double max_err = 0;
+    for (size_t i = 0; i < logits.size(); i++) max_err = std::max(max_err, (double)std::fabs(logits[i] - ref[i]));
+    std::printf("  max |logit - llama2.c| = %.3g\n", max_err);
+    CHECK(max_err < 1e-3, "max err %g", max_err);
+  });
 
-    run("stories260K F32: token-by-token decode and chunked prefill match one-step prefill", [&] {
-      const std::vector<int32_t> ids = int_arrays(read_file(golden + "stories260K.logits.json"), "input_ids").at(0);
-      Runner r(f32, 256, DType::F32, 3);  // odd page size crosses page boundaries often
-      const int32_t V = r.model.config().n_vocab;
-      const int32_t a = r.kv.create_sequence(), b = r.kv.create_sequence(), c = r.kv.create_sequence();
-      const std::vector<float> whole = r.step(a, ids);
-      double err = 0;
-      for (size_t t = 0; t < ids.size(); t++) {
-        const std::vector<float> one = r.step(b, {ids[t]});
-        for (int32_t i = 0; i < V; i++) err = std::max(err, (double)std::fabs(one[i] - whole[t * V + i]));
-      }
-      CHECK(err < 1e-4, "decode vs prefill %g", err);
-      // chunks of 7 tokens
-      double err2 = 0;
-      for (size_t t0 = 0; t0 < ids.size(); t0 += 7) {
-        std::vector<int32_t> chunk(ids.begin() + t0, ids.begin() + std::min(ids.size(), t0 + 7));
-        const std::vector<float> part = r.step(c, chunk);
-        for (size_t i = 0; i < part.size(); i++) err2 = std::max(err2, (double)std::fabs(part[i] - whole[t0 * V + i]));
-      }
-      CHECK(err2 < 1e-4, "chunked vs whole %g", err2);
-    });
-
-    run("stories260K F32: a mixed batch (prefill + decode of other sequences) matches separate runs", [&] {
-      Runner r(f32, 64, DType::F16);
-      const int32_t V = r.model.config().n_vocab;
-      const std::vector<int32_t> p1 = {1, 403, 407, 261, 378}, p2 = {1, 320, 290, 296}, p3 = {1, 403};
-      const int32_t s1 = r.kv.create_sequence(), s2 = r.kv.create_sequence(), s3 = r.kv.create_sequence();
-      r.step(s1, p1);
-      r.step(s2, p2);
-      // one step: s1 decodes one token, s3 prefills 2, s2 decodes one token
-      const std::vector<int32_t> tokens = {432, 1, 403, 300};
-      const std::vector<int32_t> seqs = {s1, s3, s2}, counts = {1, 2, 1}, rows = {0, 2, 3};
-      std::vector<float> logits(3 * V);
-      ForwardBatch b{tokens.data(), 4, seqs.data(), counts.data(), 3, rows.data(), 3};
-      r.model.forward(r.kv, b, logits.data(), r.pool, 4096);
-      // separately
-      Runner q(f32, 64, DType::F16);
-      const int32_t t1 = q.kv.create_sequence(), t2 = q.kv.create_sequence(), t3 = q.kv.create_sequence();
-      q.step(t1, p1);
-      q.step(t2, p2);
-      const std::vector<float> e1 = q.step(t1, {432}, false), e3 = q.step(t3, p3, false), e2 = q.step(t2, {300}, false);
-      double err = 0;
-      for (int32_t i = 0; i < V; i++) {
-        err = std::max(err, (double)std::fabs(logits[i] - e1[i]));
-        err = std::max(err, (double)std::fabs(logits[V + i] - e3[i]));
-        err = std::max(err, (double)std::fabs(logits[2 * V + i] - e2[i]));
-      }
-      CHECK(err < 1e-3, "mixed batch vs separate %g", err);  // GEMM vs GEMV summation order
-    });
-
-    run("stories260K F32: the first 100 free-running greedy tokens equal llama2.c's", [&] {
-      const std::string json = read_file(golden + "stories260K.greedy.json");
-      const auto prompts = int_arrays(json, "prompt_ids"), greedy = int_arrays(json, "greedy_ids");
-      Runner r(f32, 512);
-      const int32_t V = r.model.config().n_vocab;
-      for (size_t c = 0; c < prompts.size(); c++) {
-        const int32_t s = r.kv.create_sequence();
-        std::vector<float> logits = r.step(s, prompts[c], false);
-        const size_t n = std::min<size_t>(100, greedy[c].size());
-        size_t same = 0;
-        for (; same < n; same++) {
-          const int32_t tok = argmax(logits.data(), V);
-          if (tok != greedy[c][same]) break;
-          logits = r.step(s, {tok}, false);
-        }
-        CHECK(same == n, "case %zu: first mismatch at %zu", c, same);
-        r.kv.release_sequence(s);
-      }
-    });
-
-    // Teacher forcing: feed prompt + reference continuation in one step; at every position the
-    // argmax must be the next reference token unless the top-2 margin is below `tie`.
-    auto teacher_forced = [&](const std::string& path, const std::string& gold, DType kv_dtype, float tie) {
-      const std::string json = read_file(gold);
-      const auto prompts = int_arrays(json, "prompt_ids"), greedy = int_arrays(json, "greedy_ids");
-      Runner r(path, 512, kv_dtype);
-      const int32_t V = r.model.config().n_vocab;
-      int checked = 0, ties = 0;
-      for (size_t c = 0; c < prompts.size(); c++) {
-        std::vector<int32_t> seq = prompts[c];
-        seq.insert(seq.end(), greedy[c].begin(), greedy[c].end());
-        const int32_t s = r.kv.create_sequence();
-        const std::vector<float> logits = r.step(s, seq);
-        for (size_t t = prompts[c].size() - 1; t + 1 < seq.size(); t++) {
-          const float* row = &logits[t * V];
-          if (top2_margin(row, V) < tie) {
-            ties++;
-            continue;
-          }
-          checked++;
-          CHECK(argmax(row, V) == seq[t + 1], "case %zu position %zu: %d vs %d (margin %g)", c, t, argmax(row, V),
-                seq[t + 1], top2_margin(row, V));
-        }
-        r.kv.release_sequence(s);
-      }
-      std::printf("  %d positions checked, %d near-ties (margin < %g) skipped\n", checked, ties, tie);
-      CHECK(checked >= 900, "too few positions checked: %d", checked);
-    };
-    run("stories260K F32: teacher-forced argmax equals llama2.c's greedy tokens except near-ties (< 1e-3)", [&] {
-      teacher_forced(f32, golden + "stories260K.greedy.json", DType::F32, 1e-3f);
-    });
-    // llama.cpp keeps K/V in f16 (so do we here), rounds activations to f16 for f16 weights and
-    // quantises them to q8_0 for q8_0 weights; we keep activations in f32, so the tie margin
-    // grows with the weight type.
-    const struct { const char* variant; float tie; } llamacpp[] = {{"", 1e-2f}, {"-f16", 1e-2f}, {"-q8_0", 0.2f}};
-    for (const auto& v : llamacpp) {
-      run(std::string("stories260K") + v.variant + ": teacher-forced argmax equals llama.cpp's greedy tokens except near-ties", [&] {
-        teacher_forced(models + "stories260K" + v.variant + ".gguf",
-                       golden + "stories260K" + v.variant + ".llamacpp.greedy.json", DType::F16, v.tie);
-      });
+  run("stories260K F32: token-by-token decode and chunked prefill match one-step prefill", [&] {
+    const std::vector<int32_t> ids = int_arrays(read_file(golden("stories260K.logits.json")), "input_ids").at(0);
+    Runner r(f32(), 256, DType::F32, 3);  // odd page size crosses page boundaries often
+    const int32_t V = r.model.config().n_vocab;
+    const int32_t a = r.kv.create_sequence(), b = r.kv.create_sequence(), c = r.kv.create_sequence();
+    const std::vector<float> whole = r.step(a, ids);
+    double err = 0;
+    for (size_t t = 0; t < ids.size(); t++) {
+      const std::vector<float> one = r.step(b, {ids[t]});
+      for (int32_t i = 0; i < V; i++) err = std::max(err, (double)std::fabs(one[i] - whole[t * V + i]));
     }
+    CHECK(err < 1e-4, "decode vs prefill %g", err);
+    // chunks of 7 tokens
+    double err2 = 0;
+    for (size_t t0 = 0; t0 < ids.size(); t0 += 7) {
+      std::vector<int32_t> chunk(ids.begin() + t0, ids.begin() + std::min(ids.size(), t0 + 7));
+      const std::vector<float> part = r.step(c, chunk);
+      for (size_t i = 0; i < part.size(); i++) err2 = std::max(err2, (double)std::fabs(part[i] - whole[t0 * V + i]));
+    }
+    CHECK(err2 < 1e-4, "chunked vs whole %g", err2);
+  });
 
-    run("bad input: unknown sequence, token out of range, context overflow, leave the cache unchanged", [&] {
-      Runner r(f32, 4, DType::F32, 16);
+  run("stories260K F32: a mixed batch (prefill + decode of other sequences) matches separate runs", [&] {
+    Runner r(f32(), 64, DType::F16);
+    const int32_t V = r.model.config().n_vocab;
+    const std::vector<int32_t> p1 = {1, 403, 407, 261, 378}, p2 = {1, 320, 290, 296}, p3 = {1, 403};
+    const int32_t s1 = r.kv.create_sequence(), s2 = r.kv.create_sequence(), s3 = r.kv.create_sequence();
+    r.step(s1, p1);
+    r.step(s2, p2);
+    // one step: s1 decodes one token, s3 prefills 2, s2 decodes one token
+    const std::vector<int32_t> tokens = {432, 1, 403, 300};
+    const std::vector<int32_t> seqs = {s1, s3, s2}, counts = {1, 2, 1}, rows = {0, 2, 3};
+    std::vector<float> logits(3 * V);
+    ForwardBatch b{tokens.data(), 4, seqs.data(), counts.data(), 3, rows.data(), 3};
+    r.model.forward(r.kv, b, logits.data(), r.pool, 4096);
+    // separately
+    Runner q(f32(), 64, DType::F16);
+    const int32_t t1 = q.kv.create_sequence(), t2 = q.kv.create_sequence(), t3 = q.kv.create_sequence();
+    q.step(t1, p1);
+    q.step(t2, p2);
+    const std::vector<float> e1 = q.step(t1, {432}, false), e3 = q.step(t3, p3, false), e2 = q.step(t2, {300}, false);
+    double err = 0;
+    for (int32_t i = 0; i < V; i++) {
+      err = std::max(err, (double)std::fabs(logits[i] - e1[i]));
+      err = std::max(err, (double)std::fabs(logits[V + i] - e3[i]));
+      err = std::max(err, (double)std::fabs(logits[2 * V + i] - e2[i]));
+    }
+    CHECK(err < 1e-3, "mixed batch vs separate %g", err);  // GEMM vs GEMV summation order
+  });
+
+  run("stories260K F32: the first 100 free-running greedy tokens equal llama2.c's", [&] {
+    const std::string json = read_file(golden("stories260K.greedy.json"));
+    const auto prompts = int_arrays(json, "prompt_ids"), greedy = int_arrays(json, "greedy_ids");
+    Runner r(f32(), 512);
+    const int32_t V = r.model.config().n_vocab;
+    for (size_t c = 0; c < prompts.size(); c++) {
       const int32_t s = r.kv.create_sequence();
-      CHECK(throws([&] { r.step(s, {1, 9999}); }), "token out of range");
-      CHECK(r.kv.length(s) == 0, "length unchanged");
-      CHECK(throws([&] { r.step(s + 100, {1}); }), "unknown sequence");
-      std::vector<int32_t> many(65, 1);
-      CHECK(throws([&] { r.step(s, many); }), "out of pages (4 pages of 16)");
-      CHECK(r.kv.length(s) == 0 && r.kv.free_pages() == 4, "cache unchanged");
-    });
+      std::vector<float> logits = r.step(s, prompts[c], false);
+      const size_t n = std::min<size_t>(100, greedy[c].size());
+      size_t same = 0;
+      for (; same < n; same++) {
+        const int32_t tok = argmax(logits.data(), V);
+        if (tok != greedy[c][same]) break;
+        logits = r.step(s, {tok}, false);
+      }
+      CHECK(same == n, "case %zu: first mismatch at %zu", c, same);
+      r.kv.release_sequence(s);
+    }
+  });
 
-    run("bad files: truncated or wrong architecture are rejected with a message", [&] {
-      CHECK(throws([&] { LlamaModel m(std::make_unique<GgufFile>(models + "llama2-vocab.gguf")); }), "vocab-only file has no weights");
+  // Teacher forcing: feed prompt + reference continuation in one step; at every position the
+  // argmax must be the next reference token unless the top-2 margin is below `tie`.
+  auto teacher_forced = [&](const std::string& path, const std::string& gold, DType kv_dtype, float tie) {
+    const std::string json = read_file(gold);
+    const auto prompts = int_arrays(json, "prompt_ids"), greedy = int_arrays(json, "greedy_ids");
+    Runner r(path, 512, kv_dtype);
+    const int32_t V = r.model.config().n_vocab;
+    int checked = 0, ties = 0;
+    for (size_t c = 0; c < prompts.size(); c++) {
+      std::vector<int32_t> seq = prompts[c];
+      seq.insert(seq.end(), greedy[c].begin(), greedy[c].end());
+      const int32_t s = r.kv.create_sequence();
+      const std::vector<float> logits = r.step(s, seq);
+      for (size_t t = prompts[c].size() - 1; t + 1 < seq.size(); t++) {
+        const float* row = &logits[t * V];
+        if (top2_margin(row, V) < tie) {
+          ties++;
+          continue;
+        }
+        checked++;
+        CHECK(argmax(row, V) == seq[t + 1], "case %zu position %zu: %d vs %d (margin %g)", c, t, argmax(row, V),
+              seq[t + 1], top2_margin(row, V));
+      }
+      r.kv.release_sequence(s);
+    }
+    std::printf("  %d positions checked, %d near-ties (margin < %g) skipped\n", checked, ties, tie);
+    CHECK(checked >= 900, "too few positions checked: %d", checked);
+  };
+  run("stories260K F32: teacher-forced argmax equals llama2.c's greedy tokens except near-ties (< 1e-3)", [&] {
+    teacher_forced(f32(), golden("stories260K.greedy.json"), DType::F32, 1e-3f);
+  });
+  // llama.cpp keeps K/V in f16 (so do we here), rounds activations to f16 for f16 weights and
+  // quantises them to q8_0 for q8_0 weights; we keep activations in f32, so the tie margin
+  // grows with the weight type.
+  const struct { const char* variant; float tie; } llamacpp[] = {{"", 1e-2f}, {"-f16", 1e-2f}, {"-q8_0", 0.2f}};
+  for (const auto& v : llamacpp) {
+    run(std::string("stories260K") + v.variant + ": teacher-forced argmax equals llama.cpp's greedy tokens except near-ties", [&] {
+      teacher_forced(model(std::string("stories260K") + v.variant + ".gguf"),
+                     golden(std::string("stories260K") + v.variant + ".llamacpp.greedy.json"), DType::F16, v.tie);
     });
   }
+
+  run("bad input: unknown sequence, token out of range, context overflow, leave the cache unchanged", [&] {
+    Runner r(f32(), 4, DType::F32, 16);
+    const int32_t s = r.kv.create_sequence();
+    CHECK(throws([&] { r.step(s, {1, 9999}); }), "token out of range");
+    CHECK(r.kv.length(s) == 0, "length unchanged");
+    CHECK(throws([&] { r.step(s + 100, {1}); }), "unknown sequence");
+    std::vector<int32_t> many(65, 1);
+    CHECK(throws([&] { r.step(s, many); }), "out of pages (4 pages of 16)");
+    CHECK(r.kv.length(s) == 0 && r.kv.free_pages() == 4, "cache unchanged");
+  });
+
+  run("bad files: truncated or wrong architecture are rejected with a message", [&] {
+    const std::string vocab = model("llama2-vocab.gguf");  // outside throws(): a missing file is no pass
+    CHECK(throws([&] { LlamaModel m(std::make_unique<GgufFile>(vocab)); }), "vocab-only file has no weights");
+  });
 
   std::printf("model: %d passed, %d failed\n", g_tally.passed, g_tally.failed);
   return g_tally.failed == 0 ? 0 : 1;
