@@ -6,7 +6,7 @@
 #   LLAMA_QUANTIZE=/tmp/tessera-bench/llama.cpp/build/bin/llama-quantize bench/prepare-models.sh
 #
 # Environment: PRESET (default 110m; or tinyllama-1.1b), TYPES (default "f16 q8_0 q4_0"),
-# FORCE=1 rewrites files that exist, VOCAB (default ../shared/models/llama2-vocab.gguf).
+# FORCE=1 rewrites files that exist, VOCAB (default test/data/models/llama2-vocab.gguf).
 # Files: DIR/synthetic-<preset>-<type>.gguf, and DIR/synthetic-<preset>-q4_k_m.gguf from the F16 one.
 # Models are big (110m: 257 MiB in F16); keep DIR out of the repository.
 set -euo pipefail
@@ -15,7 +15,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="${1:-/tmp/tessera-bench/models}"
 PRESET="${PRESET:-110m}"
 TYPES="${TYPES:-f16 q8_0 q4_0}"
-VOCAB="${VOCAB:-$ROOT/../shared/models/llama2-vocab.gguf}"
+VOCAB="${VOCAB:-$ROOT/test/data/models/llama2-vocab.gguf}"
 mkdir -p "$DIR"
 
 for type in $TYPES; do

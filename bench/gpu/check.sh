@@ -4,9 +4,9 @@
 # Here (no GPU needed), after npm ci:   bash bench/gpu/check.sh --prepare
 #   builds build-gpu/ for sm_90 with this machine's nvcc and copies the three binaries (parity test,
 #   model test, benchmark) into .device/bin/; builds the TypeScript layer and an sm_90 CUDA addon
-#   into .device/pkg/ (dist/ + build-cuda/Release/tessera_cuda.node); copies the stories260K models
-#   and the 32000-token vocabulary into .device/shared/; packs node into .device/
-#   (../shared/device/prepare.sh). Then ONE call:
+#   into .device/pkg/ (dist/ + build-cuda/Release/tessera_cuda.node); packs node into .device/
+#   (../shared/device/prepare.sh). The models and reference outputs are the repository's own
+#   (test/data/, models/), which travel with the working tree. Then ONE call:
 #     run  carry: [".device"]
 #          command: "source .device/node-env.sh; bash bench/gpu/check.sh"   timeout_s: 600
 #   (about 6 minutes; a rerun of some steps: bash bench/gpu/check.sh parity model node)
@@ -25,12 +25,11 @@ root=$(pwd)
 
 if [ "${1:-}" = "--prepare" ]; then
   set -e
-  shared=${TESSERA_SHARED:-$root/../shared}
   NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
   cmake -S . -B build-gpu -DTESSERA_CUDA=ON -DTESSERA_NATIVE_TESTS=ON -DCMAKE_BUILD_TYPE=Release \
     -DTESSERA_CUDA_ARCHS=90-real -DCMAKE_CUDA_COMPILER="$NVCC" >/dev/null
   cmake --build build-gpu -j 2 --target tessera_cuda_parity_test tessera_cuda_model_test tessera_cuda_bench
-  mkdir -p .device/bin .device/shared/models .device/shared/golden
+  mkdir -p .device/bin
   cp build-gpu/tessera_cuda_parity_test build-gpu/tessera_cuda_model_test build-gpu/tessera_cuda_bench .device/bin/
   grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >> .git/info/exclude
   npm run build:ts >/dev/null
@@ -40,9 +39,7 @@ if [ "${1:-}" = "--prepare" ]; then
   strip --strip-unneeded .device/pkg/build-cuda/Release/tessera_cuda.node 2>/dev/null || true
   cp -r dist .device/pkg/dist
   cp package.json .device/pkg/
-  cp "$shared"/models/*.gguf .device/shared/models/
-  cp -r "$shared"/golden/. .device/shared/golden/ 2>/dev/null || true
-  bash "$shared/device/prepare.sh"
+  bash "$root/../shared/device/prepare.sh"
   du -sh .device
   echo "prepared: carry .device"
   exit 0
@@ -50,8 +47,6 @@ fi
 
 OUT=${OUT:-/tmp/tessera-gpu}
 mkdir -p "$OUT"
-shared=$root/.device/shared
-[ -d "$shared" ] || shared=$root/../shared
 status=0
 step() {  # step <name> <seconds> <log> <command...>
   local name=$1 secs=$2 log=$3
@@ -73,16 +68,16 @@ steps="$*"
 nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
 head -n 15 "$OUT/nvidia-smi.txt"
 want parity && step "parity test" 100 parity.log ./.device/bin/tessera_cuda_parity_test
-want model && step "model test" 100 model.log ./.device/bin/tessera_cuda_model_test "$shared"
+want model && step "model test" 100 model.log ./.device/bin/tessera_cuda_model_test "$root"
 if want node; then
   if command -v node >/dev/null 2>&1; then
-    step "node (loadModel on cuda)" 120 node.log node bench/gpu/node-check.mjs .device/pkg "$shared/models"
+    step "node (loadModel on cuda)" 120 node.log node bench/gpu/node-check.mjs .device/pkg "$root"
   else
     echo "=== node: not found (source .device/node-env.sh first)"
     status=1
   fi
 fi
-python3 bench/gpu/plan.py bench/gpu/shapes.json "$shared/models/llama2-vocab.gguf" >"$OUT/plan.txt"
+python3 bench/gpu/plan.py bench/gpu/shapes.json "$root/test/data/models/llama2-vocab.gguf" >"$OUT/plan.txt"
 want bench && step "tessera benchmark" 180 bench.log ./.device/bin/tessera_cuda_bench "$OUT/plan.txt"
 want torch && step "torch benchmark" 90 torch.log env PYTHONUNBUFFERED=1 python3 bench/gpu/torch_ref.py "$OUT/plan.txt"
 touch "$OUT/bench.log" "$OUT/torch.log" "$OUT/node.log" "$OUT/parity.log" "$OUT/model.log"

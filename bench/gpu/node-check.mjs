@@ -6,14 +6,21 @@
 //      the public API (one N-API crossing per step), batch 1 and 8 concurrent requests.
 // Prints "RESULT node ..." lines for report.py; exits non-zero when a greedy comparison fails on
 // a decisive token (CPU top-2 margin above 0.1; near-ties are counted, not failed).
-// Usage: node bench/gpu/node-check.mjs <pkg-dir> <models-dir>
+// Usage: node bench/gpu/node-check.mjs <pkg-dir> <repo-dir>   (models: the repo's test/data/models and
+// models/; a missing one is an error)
 // (NODE_CHECK_DEVICE=cpu runs the same script with 'cpu' in place of 'cuda': a self-test of the
 // script on a machine without a GPU.)
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-const [pkg, models] = process.argv.slice(2);
+const [pkg, repo] = process.argv.slice(2);
+/** A model of the repository's test data (test/data/README.md); the demo model lives in models/. */
+function modelFile(name) {
+  const p = name === 'stories260K-q8_0.gguf' ? path.join(repo, 'models', name) : path.join(repo, 'test', 'data', 'models', name);
+  if (!fs.existsSync(p)) throw new Error(`test data file not found: ${p}`);
+  return p;
+}
 const DEV = process.env.NODE_CHECK_DEVICE === 'cpu' ? 'cpu' : 'cuda';
 process.env.TESSERA_DEVICE = DEV;
 const t = await import(path.resolve(pkg, 'dist', 'index.js'));
@@ -27,8 +34,7 @@ if (info.device !== DEV) {
 let failed = 0;
 const prompts = ['Once upon a time', 'The little dog', 'Lily and Ben went to the park. They'];
 for (const file of ['stories260K.gguf', 'stories260K-f16.gguf', 'stories260K-q8_0.gguf']) {
-  const p = path.join(models, file);
-  if (!fs.existsSync(p)) continue;
+  const p = modelFile(file);
   const gpu = await t.loadModel(p, { device: DEV, contextSize: 256 });
   const cpu = await t.loadModel(p, { device: 'cpu', threads: 4, contextSize: 256 });
   let same = 0, total = 0, ties = 0;
@@ -63,8 +69,8 @@ function info_vocab(m) {
 }
 
 // End to end on a synthetic TinyLlama-1.1B shape.
-const vocab = path.join(models, 'llama2-vocab.gguf');
-if (fs.existsSync(vocab) && process.env.NODE_CHECK_SKIP_E2E !== '1') {
+if (process.env.NODE_CHECK_SKIP_E2E !== '1') {
+  const vocab = modelFile('llama2-vocab.gguf');
   const small = process.env.NODE_CHECK_SMALL === '1'; // self-test size
   // the same file as native/bench/cuda_bench.cu's model line (written once per machine)
   const file = small ? path.join(os.tmpdir(), 'tessera-node-small-f16.gguf') : '/tmp/tessera-bench-f16-2048.gguf';
