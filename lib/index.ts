@@ -16,6 +16,8 @@ export {
   type PageTable,
   type PagedAttentionOptions,
 } from './ops';
+export { NoChatTemplateError, ChatTemplateError, type ChatMessage, type ChatTemplateOptions } from './chat';
+export { createServer, type ServerOptions, type TesseraServer } from './server';
 export { loadModel, Model, type LoadModelOptions, type LoadProgress, type ModelStats, type ModelInfo, type GenerateOptions, type GenerateChunk, type Generation, type Completion, type FinishReason } from './model';
 export {
   Sampler,

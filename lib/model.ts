@@ -2,6 +2,7 @@
 // with an AbortSignal), completes and scores text. Every generate/complete call becomes a
 // request of the model's continuous-batching scheduler, so concurrent calls share forward steps.
 import * as fs from 'node:fs';
+import { checkMessages, chosenTemplate, renderChatTemplate, type ChatTemplateOptions } from './chat';
 import { Scheduler, type SchedulerStats } from './engine/scheduler';
 import { checkInteger, describe, DisposedError, rangeError, typeError } from './errors';
 import { readGguf, type GgufInfo } from './gguf';
@@ -262,6 +263,20 @@ export class Model {
         throw rangeError(where, `ids[${i}]`, `= ${describe(t)} is not a token id of this model (vocabulary of ${this.info.vocabSize})`);
       }
     }
+  }
+
+  /**
+   * Renders chat messages into a prompt with the model's chat template (tokenizer.chat_template)
+   * or options.template; throws NoChatTemplateError when there is neither. Generate from the
+   * result with { special: true }, so the template's control tokens are parsed as such.
+   */
+  applyChatTemplate(messages: { role: string; content: string }[], options: ChatTemplateOptions = {}): string {
+    const where = 'applyChatTemplate';
+    this.#live(where);
+    if (typeof options !== 'object' || options === null) throw typeError(where, 'options', 'an object', options);
+    const source = chosenTemplate(this.#gguf.metadata['tokenizer.chat_template'], options.template, String(this.#gguf.metadata['general.name'] ?? this.info.path));
+    const text = (id: number) => (id >= 0 ? this.tokenizer.tokenText(id) : '');
+    return renderChatTemplate(source, checkMessages(where, messages), { bosToken: text(this.tokenizer.bos), eosToken: text(this.tokenizer.eos) }, options);
   }
 
   /** Streams generated tokens. Iterate with for await; `result` resolves with the completion. */
