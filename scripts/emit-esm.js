@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Writes dist/index.mjs and dist/index.d.mts: the ES module face of the CommonJS build, with one
-// named export per CommonJS export (so `import { ops } from 'tessera'` works) plus a default.
+// named export per CommonJS export (so `import { ops } from 'tessera-llm'` works) plus a default.
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');

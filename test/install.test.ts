@@ -1,5 +1,5 @@
 // Installing the packed tarball the way a user does, on a machine with no compiler: npm pack,
-// then `npm install ./tessera-x.y.z.tgz` in a temporary project whose PATH has node and npm but
+// then `npm install ./tessera-llm-x.y.z.tgz` in a temporary project whose PATH has node and npm but
 // g++/gcc/cc/make/python replaced by `false` (and CC/CXX=false). The prebuilt CPU binary must be
 // found at require time, ops must run, and the types must compile in a .ts consumer.
 // Also checks what the tarball contains and that the source-build fallback works with a compiler.
@@ -112,15 +112,15 @@ describe('npm install from the tarball without a compiler', () => {
     const seconds = (performance.now() - t0) / 1000;
     expect(r.status, r.stderr).toBe(0);
     console.log(`npm install ./${path.basename(tarball)}: ${seconds.toFixed(1)} s`);
-    expect(fs.existsSync(path.join(project, 'node_modules', 'tessera', 'build'))).toBe(false); // nothing was compiled
+    expect(fs.existsSync(path.join(project, 'node_modules', 'tessera-llm', 'build'))).toBe(false); // nothing was compiled
 
     const script = `
-      const t = require('tessera');
+      const t = require('tessera-llm');
       const info = t.nativeInfo();
       const x = t.Tensor.from(new Float32Array([1, 2, 3, 4]), [1, 4]);
       const w = t.ops.convert(t.Tensor.from(new Float32Array(32 * 4).fill(0.5), [4, 32]).reshape([4, 32]), 'f16');
       const y = t.ops.matmul(t.Tensor.from(new Float32Array(32).fill(1), [1, 32]), w);
-      const version = require('tessera/package.json').version;
+      const version = require('tessera-llm/package.json').version;
       t.loadModel(${JSON.stringify(STORIES)}, { threads: 1 }).then(async (m) => {
         const r = await m.complete('Once upon a time', { temperature: 0, maxTokens: 10 });
         await m.dispose();
@@ -130,7 +130,7 @@ describe('npm install from the tarball without a compiler', () => {
     const run = spawnSync(process.execPath, ['-e', script], { cwd: project, env, encoding: 'utf8' });
     expect(run.status, run.stderr).toBe(0);
     const out = JSON.parse(run.stdout.trim().split('\n').pop() as string);
-    expect(out.binary).toContain(path.join('node_modules', 'tessera', 'prebuilds', TAG));
+    expect(out.binary).toContain(path.join('node_modules', 'tessera-llm', 'prebuilds', TAG));
     expect(out.device).toBe('cpu');
     expect(out.y).toEqual([16, 16, 16, 16]);
     expect(out.version).toBe(pkg.version);
@@ -138,7 +138,7 @@ describe('npm install from the tarball without a compiler', () => {
     expect(out.tokens).toEqual([432, 383, 286, 261, 376, 298, 315, 421, 395, 317]);
     expect(out.text).toBe(', there was a little girl named Lily');
 
-    const esm = spawnSync(process.execPath, ['--input-type=module', '-e', "import { ops, Tensor } from 'tessera'; console.log(typeof ops.varlenAttention, typeof Tensor.from)"], {
+    const esm = spawnSync(process.execPath, ['--input-type=module', '-e', "import { ops, Tensor } from 'tessera-llm'; console.log(typeof ops.varlenAttention, typeof Tensor.from)"], {
       cwd: project,
       env,
       encoding: 'utf8',
@@ -155,7 +155,7 @@ describe('npm install from the tarball without a compiler', () => {
     fs.writeFileSync(
       path.join(project, 'main.ts'),
       [
-        "import { Tensor, ops, backends, type BackendReport } from 'tessera';",
+        "import { Tensor, ops, backends, type BackendReport } from 'tessera-llm';",
         'const x: Tensor = Tensor.from(new Float32Array(8), [2, 4]);',
         'const y: Tensor = ops.softmax(x);',
         'const b: BackendReport[] = backends();',
@@ -173,17 +173,17 @@ describe('npm install from the tarball without a compiler', () => {
 });
 
 describe('source-build fallback', () => {
-  it('npm rebuild tessera --build-from-source compiles with node-gyp and loads the local build', () => {
+  it('npm rebuild tessera-llm --build-from-source compiles with node-gyp and loads the local build', () => {
     const project = path.join(work, 'from-source');
     fs.mkdirSync(project);
     fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'from-source', version: '1.0.0', private: true }));
     const env = { ...process.env, npm_config_cache: path.join(work, 'npm-cache') };
     expect(npm(['install', '--ignore-scripts', tarball], project, env).status).toBe(0);
-    const r = npm(['rebuild', 'tessera', '--build-from-source'], project, env);
+    const r = npm(['rebuild', 'tessera-llm', '--build-from-source'], project, env);
     expect(r.status, r.stdout + r.stderr).toBe(0);
-    const built = path.join(project, 'node_modules', 'tessera', 'build', 'Release', 'tessera.node');
+    const built = path.join(project, 'node_modules', 'tessera-llm', 'build', 'Release', 'tessera.node');
     expect(fs.existsSync(built)).toBe(true);
-    const run = spawnSync(process.execPath, ['-e', "console.log(require('tessera').nativeInfo().binary)"], { cwd: project, env, encoding: 'utf8' });
+    const run = spawnSync(process.execPath, ['-e', "console.log(require('tessera-llm').nativeInfo().binary)"], { cwd: project, env, encoding: 'utf8' });
     expect(run.status, run.stderr).toBe(0);
     expect(run.stdout.trim()).toBe(built);
   }, 300000);

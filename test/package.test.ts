@@ -110,7 +110,7 @@ describe('native/sources.json is the one source list', () => {
 });
 
 describe('loading', () => {
-  it("require('tessera') (CommonJS) works", () => {
+  it("require('tessera-llm') (CommonJS) works", () => {
     const r = node(`
       const t = require(${JSON.stringify(ROOT)});
       const x = t.Tensor.from(new Float32Array([1, 2, 3, 4]), [1, 4]);
@@ -125,21 +125,21 @@ describe('loading', () => {
     expect(out.version).toBe(pkg.version);
   });
 
-  it("require('tessera') by name resolves through the exports map (self-reference)", () => {
-    const r = node(`const t = require('tessera'); console.log(require.resolve('tessera'), typeof t.ops.matmul);`);
+  it("require('tessera-llm') by name resolves through the exports map (self-reference)", () => {
+    const r = node(`const t = require('tessera-llm'); console.log(require.resolve('tessera-llm'), typeof t.ops.matmul);`);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain(path.join(ROOT, 'dist', 'index.js'));
     expect(r.stdout).toContain('function');
   });
 
-  it("ESM: import t, { ops } from 'tessera'", () => {
+  it("ESM: import t, { ops } from 'tessera-llm'", () => {
     const code = `
-      import t, { ops, Tensor, backends, DisposedError } from 'tessera';
+      import t, { ops, Tensor, backends, DisposedError } from 'tessera-llm';
       const y = ops.matmul(Tensor.from(new Float32Array([1, 2]), [1, 2]), Tensor.from(new Float32Array([3, 4]), [1, 2]));
       console.log(JSON.stringify({
         y: y.toArray(), sameOps: t.ops === ops, sameTensor: t.Tensor === Tensor,
         cpu: backends()[0].name, disposed: new DisposedError('x') instanceof TypeError,
-        url: import.meta.resolve('tessera'),
+        url: import.meta.resolve('tessera-llm'),
       }));
     `;
     const r = run(process.execPath, ['--input-type=module', '-e', code], { env: { TESSERA_DEVICE: undefined } });
@@ -151,9 +151,9 @@ describe('loading', () => {
 
   it('every CommonJS export is a named ES export', () => {
     const code = `
-      import * as esm from 'tessera';
+      import * as esm from 'tessera-llm';
       import { createRequire } from 'node:module';
-      const cjs = createRequire(import.meta.url)('tessera');
+      const cjs = createRequire(import.meta.url)('tessera-llm');
       const missing = Object.keys(cjs).filter((k) => k !== '__esModule' && !(k in esm));
       console.log(JSON.stringify(missing));
     `;
@@ -164,7 +164,7 @@ describe('loading', () => {
 });
 
 // -------------------------------------------------------------------------------------------
-// Types: compile the fixtures as a separate consumer package that depends on tessera.
+// Types: compile the fixtures as a separate consumer package that depends on tessera-llm.
 
 interface TscError {
   file: string;
@@ -199,11 +199,11 @@ describe('types', () => {
   let dir: string;
 
   beforeAll(() => {
-    // A throwaway consumer package inside the repo: node_modules/tessera links to the repo root.
+    // A throwaway consumer package inside the repo: node_modules/tessera-llm links to the repo root.
     dir = fs.mkdtempSync(path.join(FIXTURES, '.consumer-'));
     fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'tessera-consumer', private: true }));
     fs.mkdirSync(path.join(dir, 'node_modules'));
-    fs.symlinkSync(ROOT, path.join(dir, 'node_modules', 'tessera'), 'dir');
+    fs.symlinkSync(ROOT, path.join(dir, 'node_modules', 'tessera-llm'), 'dir');
     for (const f of ['consumer.ts', 'consumer-esm.mts', 'consumer-bad.ts']) fs.copyFileSync(path.join(FIXTURES, f), path.join(dir, f));
     const common = {
       target: 'es2022', lib: ['es2022', 'esnext.disposable'], strict: true, noEmit: true, skipLibCheck: false,
@@ -251,8 +251,21 @@ describe('types', () => {
 
 // -------------------------------------------------------------------------------------------
 
+/** The device a fresh process picks with TESSERA_DEVICE unset (auto): 'cuda' only where a CUDA binary finds a usable GPU. */
+let autoDevice: string | undefined;
+function deviceWhenAuto(): string {
+  if (autoDevice === undefined) {
+    const r = node(`const t = require(${JSON.stringify(ROOT)}); console.log(t.activeDevice());`);
+    expect(r.status, r.stderr).toBe(0);
+    autoDevice = r.stdout.trim();
+    expect(['cpu', 'cuda']).toContain(autoDevice);
+  }
+  return autoDevice;
+}
+
 describe('backends', () => {
-  it('reports the CPU with its ISA, and CUDA as unavailable with a reason on this machine', () => {
+  // These hold on a machine with or without a GPU: CUDA is used exactly when it is usable.
+  it('reports the CPU with its ISA, and CUDA as usable with its devices or unavailable with a reason', () => {
     const list = backends();
     const cpu = list.find((b) => b.name === 'cpu');
     const cuda = list.find((b) => b.name === 'cuda');
@@ -265,15 +278,25 @@ describe('backends', () => {
     expect(cpu!.isas).toContain(cpu!.isa);
     expect(cpu!.threads).toBeGreaterThanOrEqual(1);
     expect(cuda).toBeDefined();
-    expect(cuda!.available).toBe(false);
-    expect(cuda!.reason).toMatch(/\S/);
-    expect(activeDevice()).toBe('cpu');
     const info = nativeInfo();
-    expect(info.device).toBe('cpu');
     expect(info.isas).toEqual(cpu!.isas);
     expect(info.bestIsa).toBe(cpu!.isas!.at(-1));
-    expect(info.cuda.usable).toBe(false);
-    expect(info.cuda.reason).toMatch(/\S/);
+    expect(cuda!.available).toBe(info.cuda.usable);
+    if (info.cuda.usable) {
+      // A CUDA binary (prebuilds/<platform>-<arch>-cuda or build-cuda/) and a usable GPU.
+      expect(info.cuda.devices.length).toBeGreaterThan(0);
+      expect(cuda!.devices!.length).toBeGreaterThan(0);
+      expect(info.device).toBe('cuda');
+      expect(activeDevice()).toBe('cuda');
+      expect(info.binary).toMatch(/tessera_cuda\.node$/);
+    } else {
+      // No GPU, or no CUDA binary (`npm test` builds the CPU one only): why, and the CPU binary runs.
+      expect(info.cuda.reason).toMatch(/\S/);
+      expect(cuda!.reason).toMatch(/\S/);
+      expect(info.device).toBe('cpu');
+      expect(activeDevice()).toBe('cpu');
+      expect(info.binary).toBe(cpu!.binary);
+    }
   });
 
   it('TESSERA_DEVICE=cpu skips the CUDA probe and says so', () => {
@@ -284,9 +307,18 @@ describe('backends', () => {
     expect(list.find((b) => b.name === 'cuda')).toMatchObject({ available: false, reason: expect.stringMatching(/TESSERA_DEVICE=cpu/) });
   });
 
-  it('TESSERA_DEVICE=cuda without a usable CUDA backend fails, saying what was tried', () => {
+  it('TESSERA_DEVICE=cuda uses a usable CUDA backend, and without one fails saying what was tried', () => {
     // Loading is lazy: the error comes from require() or, at the latest, the first use.
-    const r = node(`const t = require(${JSON.stringify(ROOT)}); t.backends(); console.log('LOADED');`, { TESSERA_DEVICE: 'cuda' });
+    const r = node(
+      `const t = require(${JSON.stringify(ROOT)}); t.backends(); const c = t.nativeInfo().cuda; console.log('LOADED', t.activeDevice(), c.usable, c.devices.length);`,
+      { TESSERA_DEVICE: 'cuda' },
+    );
+    if (deviceWhenAuto() === 'cuda') {
+      // a GPU machine with the CUDA binary: it loads, on a usable device
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/^LOADED cuda true [1-9]/);
+      return;
+    }
     expect(r.status).not.toBe(0);
     expect(r.stdout).not.toContain('LOADED');
     expect(r.stderr).toMatch(/TESSERA_DEVICE=cuda/);
@@ -337,11 +369,14 @@ describe('backends', () => {
     if (vnni) expect(path8({})).not.toBe('none');
   });
 
-  it('TESSERA_DEVICE is case-insensitive and "auto" falls back to the CPU', () => {
-    for (const value of ['AUTO', ' cpu ', '']) {
+  it('TESSERA_DEVICE is case-insensitive and "auto" falls back to the CPU without a usable GPU', () => {
+    // auto (and empty) picks what an unset TESSERA_DEVICE picks: the CPU unless CUDA is usable
+    for (const [value, want] of [['AUTO', deviceWhenAuto()], [' cpu ', 'cpu'], ['', deviceWhenAuto()]]) {
       const r = node(`const t = require(${JSON.stringify(ROOT)}); console.log(t.activeDevice());`, { TESSERA_DEVICE: value });
       expect(r.status, `${JSON.stringify(value)}: ${r.stderr}`).toBe(0);
-      expect(r.stdout.trim()).toBe('cpu');
+      expect(r.stdout.trim(), JSON.stringify(value)).toBe(want);
     }
+    // and it is what this process chose where it chose automatically too (CUDA exactly when usable: above)
+    if (['', 'auto'].includes((process.env.TESSERA_DEVICE ?? '').trim().toLowerCase())) expect(deviceWhenAuto()).toBe(activeDevice());
   });
 });
