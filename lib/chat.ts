@@ -104,3 +104,14 @@ export function chosenTemplate(modelTemplate: unknown, override: unknown, modelN
       (modelTemplate !== undefined ? `; tokenizer.chat_template is ${describe(modelTemplate)}` : ''),
   );
 }
+
+/**
+ * The token ids of a rendered chat prompt: control-token text parsed as such, and one BOS at most
+ * (templates that write bos_token themselves would otherwise get a second from the vocabulary).
+ */
+export function chatPromptTokens(model: { tokenize(text: string, o: { special?: boolean }): number[]; tokenizer: { bos: number } }, text: string): number[] {
+  const ids = model.tokenize(text, { special: true });
+  const bos = model.tokenizer.bos;
+  if (bos >= 0 && ids.length > 1 && ids[0] === bos && ids[1] === bos) ids.shift();
+  return ids;
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// The tessera command line: generate, inspect, tokenize, demo (the embedded model, no download,
-// no GPU) and doctor (which binary loaded, CPU features, CUDA devices and why).
+// The tessera command line: generate, serve (an OpenAI-compatible HTTP server), inspect, tokenize,
+// demo (the embedded model, no download, no GPU) and doctor (which binary loaded, CPU features,
+// CUDA devices and why).
 //
 // Exit codes: 0 success, 1 failure (missing or unreadable model file, not a GGUF, a native error),
 // 2 usage error (unknown command or option, a missing or invalid argument); usage errors print
@@ -8,6 +9,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { runDemo } from './demo';
+import { chatPromptTokens, NoChatTemplateError } from './chat';
+import { createServer } from './server';
 import { readGguf } from './gguf';
 import { loadModel, type GenerateOptions, type LoadModelOptions, type Model } from './model';
 import { backends, demoModelPath, nativeInfo } from './native';
@@ -36,7 +39,14 @@ const OPTIONS = {
   topP: { flags: ['--top-p'], value: true },
   seed: { flags: ['--seed'], value: true },
   threads: { flags: ['--threads'], value: true },
-  context: { flags: ['--context'], value: true },
+  context: { flags: ['--context', '--ctx'], value: true },
+  chat: { flags: ['--chat'], value: false },
+  chatTemplate: { flags: ['--chat-template'], value: true },
+  host: { flags: ['--host'], value: true },
+  port: { flags: ['--port'], value: true },
+  apiKey: { flags: ['--api-key'], value: true },
+  maxQueue: { flags: ['--max-queue'], value: true },
+  kvPages: { flags: ['--kv-pages'], value: true },
   json: { flags: ['--json'], value: false },
   ops: { flags: ['--ops'], value: false },
   help: { flags: ['-h', '--help'], value: false },
@@ -61,8 +71,9 @@ interface CommandSpec {
 const COMMANDS: Record<string, CommandSpec> = {
   generate: {
     usage: `  tessera generate -m FILE -p TEXT [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
-                   [--threads N] [--context N] [--json]
-      Generate a continuation of TEXT (streamed to stdout; --json prints one JSON object).`,
+                   [--threads N] [--context N] [--chat [--chat-template FILE]] [--json]
+      Generate a continuation of TEXT (streamed to stdout; --json prints one JSON object).
+      --chat: TEXT is a user message, put through the model's chat template; prints the reply.`,
     details: `      -m, --model FILE      the GGUF model
       -p, --prompt TEXT     the text to continue
       -n, --max-tokens N    most tokens to generate (default 128)
@@ -71,10 +82,31 @@ const COMMANDS: Record<string, CommandSpec> = {
                             probability P (defaults 40 and 0.95; --top-k 0 keeps them all)
       --seed S              the same seed gives the same text
       --threads N           CPU threads (default: all cores)
-      --context N           longest prompt + generated tokens (default: the model's, at most 4096)`,
-    options: ['model', 'prompt', 'maxTokens', 'temperature', 'topK', 'topP', 'seed', 'threads', 'context', 'json'],
+      --context N           longest prompt + generated tokens (default: the model's, at most 4096)
+      --chat                TEXT is a user message: apply the chat template, print only the reply
+      --chat-template FILE  a Jinja chat template instead of the model's tokenizer.chat_template`,
+    options: ['model', 'prompt', 'maxTokens', 'temperature', 'topK', 'topP', 'seed', 'threads', 'context', 'chat', 'chatTemplate', 'json'],
     positionals: [],
     run: generate,
+  },
+  serve: {
+    usage: `  tessera serve [-m FILE] [--host H] [--port P] [--api-key KEY] [--max-queue N] [--context N]
+                [--threads N] [--kv-pages N] [--chat-template FILE]
+      An OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, /v1/models,
+      /health, /metrics). Without -m it serves the embedded stories260K model.`,
+    details: `      -m, --model FILE      the GGUF model (default: the embedded stories260K, with a plain chat template)
+      --host H              address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)
+      --port P              port (default 8080; 0 picks a free one)
+      --api-key KEY         require Authorization: Bearer KEY on /v1 routes (or set TESSERA_API_KEY)
+      --max-queue N         most requests held at once, running or waiting; more get 429 (default 256)
+      --context N, --ctx N  longest prompt + generated tokens per request (default: the model's, at most 4096)
+      --threads N           CPU threads (default: all cores)
+      --kv-pages N          KV cache pages of 16 tokens shared by all requests (default: one full context)
+      --chat-template FILE  a Jinja chat template instead of the model's tokenizer.chat_template
+      SIGINT/SIGTERM stop accepting, let running requests finish (10 s at most), and exit 0.`,
+    options: ['model', 'host', 'port', 'apiKey', 'maxQueue', 'context', 'threads', 'kvPages', 'chatTemplate'],
+    positionals: [],
+    run: serve,
   },
   inspect: {
     usage: `  tessera inspect FILE [--json]
@@ -306,13 +338,20 @@ async function generate(args: Args): Promise<void> {
   };
   const threads = args.int('threads', 0, 1024);
   const contextSize = args.int('context', 1, 1 << 24);
+  const chat = args.bool('chat');
+  const template = chatTemplateFile(args);
+  if (template !== undefined && !chat) throw new UsageError(`${args.flag('chatTemplate')} goes with --chat`, 'generate');
   const model = await load(file, { threads, contextSize });
   try {
     let g;
     try {
-      g = model.generate(prompt, options);
+      if (chat) {
+        const text = model.applyChatTemplate([{ role: 'user', content: prompt }], template !== undefined ? { template } : {});
+        g = model.generate(chatPromptTokens(model, text), options);
+      } else g = model.generate(prompt, options);
     } catch (e) {
       // The options were checked above; what is left is the prompt against the context size.
+      if (e instanceof NoChatTemplateError) throw new UsageError(`${e.message.replace(/\(applyChatTemplate.*line\)/, '(--chat-template FILE)')}`, 'generate');
       if (e instanceof RangeError) throw new UsageError(`${args.flag('prompt')}: ${e.message.replace(/^generate: /, '')} (--context sets the context size)`, 'generate');
       throw e;
     }
@@ -322,7 +361,7 @@ async function generate(args: Args): Promise<void> {
     let n = 0;
     let first = 0;
     try {
-      if (!json) out(prompt);
+      if (!json && !chat) out(prompt);
       for await (const chunk of g) {
         if (!json) out(chunk.text);
         if (bar?.enabled) {
@@ -347,6 +386,58 @@ async function generate(args: Args): Promise<void> {
   } finally {
     await model.dispose();
   }
+}
+
+/** The text of --chat-template FILE (an unreadable file is an error, exit 1), or undefined. */
+function chatTemplateFile(args: Args): string | undefined {
+  const file = args.string('chatTemplate');
+  if (file === undefined) return undefined;
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new Error(`${args.flag('chatTemplate')} ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+  }
+}
+
+/** The embedded model has no chat template; serve gives it this one so chat requests work out of the box. */
+const PLAIN_TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}";
+
+async function serve(args: Args): Promise<void> {
+  const file = args.string('model');
+  const host = args.string('host') ?? '127.0.0.1';
+  const port = args.int('port', 0, 65535) ?? 8080;
+  const apiKey = args.string('apiKey') ?? (process.env.TESSERA_API_KEY || undefined);
+  if (apiKey === '') throw new UsageError(`${args.flag('apiKey')} must not be empty`, 'serve');
+  const maxQueue = args.int('maxQueue', 1, 1 << 20);
+  const threads = args.int('threads', 0, 1024);
+  const contextSize = args.int('context', 1, 1 << 24);
+  const kvPages = args.int('kvPages', 1, 1 << 26);
+  const chatTemplate = chatTemplateFile(args) ?? (file === undefined ? PLAIN_TEMPLATE : undefined);
+  const model = await load(file ?? demoModelPath, { threads, contextSize, kvPages });
+  const server = createServer(model, { apiKey, maxQueue, chatTemplate });
+  let url: string;
+  try {
+    url = (await server.listen(port, host)).url;
+  } catch (e) {
+    await model.dispose();
+    throw new Error(`cannot listen on ${host}:${port}: ${(e as Error).message}`);
+  }
+  const info = model.info;
+  process.stderr.write(
+    `tessera serve: ${path.basename(info.path)} (context ${info.contextSize}, ${info.kvPages} KV pages) on ${url}/v1` +
+      `${apiKey ? ', API key required' : ''}; /health, /metrics; Ctrl-C stops\n`,
+  );
+  const signal = await new Promise<string>((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+  });
+  process.stderr.write(`tessera serve: ${signal}: finishing running requests (10 s at most; again to quit now)\n`);
+  const quit = () => process.exit(1);
+  process.once('SIGINT', quit);
+  process.once('SIGTERM', quit);
+  await server.close({ timeoutMs: 10_000 });
+  await model.dispose();
+  process.stderr.write('tessera serve: stopped\n');
 }
 
 function inspect(args: Args): void {

@@ -3,8 +3,13 @@
 // completions, streaming and not); bad input of every kind is answered 4xx in OpenAI's error
 // shape; a client that leaves mid-stream frees its KV pages; slow clients time out; a full queue
 // answers 429; shutdown is graceful; and a randomized concurrent mix loses and mixes up nothing.
+// Last, `tessera serve` and `tessera generate --chat` as built (node dist/cli.js; npm run build:ts).
+import { spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, loadModel, type Completion, type GenerateOptions, type Model, type TesseraServer } from '../lib';
@@ -378,5 +383,59 @@ describe('randomized concurrent clients', () => {
     });
     await within(Promise.all(jobs), 30_000, `${N} concurrent requests`);
     await waitIdle();
+  });
+});
+
+describe('tessera serve and generate --chat (node dist/cli.js)', () => {
+  const CLI = path.resolve(__dirname, '..', 'dist', 'cli.js');
+
+  it('serves the embedded model with a key, and exits 0 on SIGTERM after finishing a running request', async () => {
+    const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--ctx', '128', '--threads', '1', '--api-key', 'k1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    try {
+      const url = await within(
+        new Promise<string>((resolve) => child.stderr.on('data', () => /(http:\/\/[\d.:]+)\/v1/.test(stderr) && resolve(/(http:\/\/[\d.:]+)\/v1/.exec(stderr)![1]))),
+        20_000,
+        'serve to listen',
+      );
+      expect((await fetch(`${url}/health`)).status).toBe(200);
+      expect((await fetch(`${url}/v1/models`)).status).toBe(401);
+      const c = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'k1', maxRetries: 0 });
+      const chat = await c.chat.completions.create({ model: NAME, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 8, temperature: 0 });
+      expect(chat.choices[0].message.content?.length).toBeGreaterThan(0); // the embedded model gets a plain template
+      const running = c.completions.create({ model: NAME, prompt: 'Once upon a time', max_tokens: 60, temperature: 0 });
+      await new Promise((r) => setTimeout(r, 5));
+      child.kill('SIGTERM');
+      expect((await running).choices[0].text.length).toBeGreaterThan(0);
+      expect(await within(exited, 15_000, 'serve to exit')).toBe(0);
+      expect(stderr).toMatch(/SIGTERM/);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+
+  it('usage errors exit 2 with the usage', () => {
+    for (const args of [['--port', '70000'], ['--max-queue', '0'], ['--api-key', ''], ['extra']]) {
+      const r = spawnSync(process.execPath, [CLI, 'serve', ...args], { encoding: 'utf8', timeout: 20_000 });
+      expect(r.status, args.join(' ')).toBe(2);
+      expect(r.stderr).toMatch(/Usage:\n {2}tessera serve/);
+    }
+  });
+
+  it('generate --chat prints the greedy reply to the templated message; without a template it says how to pass one', async () => {
+    const file = path.join(os.tmpdir(), `tessera-template-${process.pid}.jinja`);
+    fs.writeFileSync(file, TEMPLATE);
+    try {
+      const r = spawnSync(process.execPath, [CLI, 'generate', '-m', demoModelPath, '-p', 'Hi', '--chat', '--chat-template', file, '-n', '12', '--temperature', '0', '--context', String(CTX)], { encoding: 'utf8', timeout: 20_000 });
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toBe(`${(await chatSolo([{ role: 'user', content: 'Hi' }], 12)).text}\n`);
+      const none = spawnSync(process.execPath, [CLI, 'generate', '-m', demoModelPath, '-p', 'Hi', '--chat'], { encoding: 'utf8', timeout: 20_000 });
+      expect(none.status).toBe(2);
+      expect(none.stderr).toMatch(/no chat template.*--chat-template FILE/);
+    } finally {
+      fs.rmSync(file, { force: true });
+    }
   });
 });

@@ -7,7 +7,7 @@ import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
-import { ChatTemplateError, NoChatTemplateError } from '../chat';
+import { chatPromptTokens, ChatTemplateError, NoChatTemplateError } from '../chat';
 import { DisposedError, OutOfPagesError } from '../errors';
 import type { Completion, GenerateChunk, GenerateOptions, Model } from '../model';
 import { badRequest, EventStream, HttpError, readJson, sendError, sendJson } from './http';
@@ -137,10 +137,7 @@ export function createServer(model: Model, options: ServerOptions = {}): Tessera
       if (e instanceof ChatTemplateError) throw badRequest(e.message, 'messages', 'chat_template_error');
       throw e;
     }
-    const ids = model.tokenize(text, { special: true });
-    const bos = model.tokenizer.bos;
-    if (ids.length > 1 && ids[0] === bos && ids[1] === bos) ids.shift(); // the template wrote bos_token too
-    return ids;
+    return chatPromptTokens(model, text);
   }
 
   /** Tokenizes and checks the prompts against the context before anything starts (a 400, not a broken stream). */
