@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, loadModel, type Completion, type GenerateOptions, type Model, type TesseraServer } from '../lib';
+import { chatPromptTokens } from '../lib/chat';
 import { demoModelPath } from '../lib/native';
 
 const CTX = 256;
@@ -356,19 +357,47 @@ describe('serving behaviour', () => {
 });
 
 describe('randomized concurrent clients', () => {
+  // Batched steps round differently from single-row ones (up to ~0.06 nats in a token's logprob
+  // on this model), so a greedy near-tie may flip: an output must equal its solo run, or follow it
+  // exactly up to a token whose two best candidates were within TIE nats in the solo run.
+  const TIE = 0.15;
+  async function soloChunks(prompt: string | number[], maxTokens: number) {
+    const chunks: { text: string; top?: { logprob: number }[] }[] = [];
+    for await (const c of model.generate(prompt, { maxTokens, temperature: 0, logprobs: 2 })) chunks.push(c);
+    return { text: chunks.map((c) => c.text).join(''), chunks };
+  }
+  function verdict(text: string, want: Awaited<ReturnType<typeof soloChunks>>): 'same' | 'tie' | 'mixed' {
+    if (text === want.text) return 'same';
+    let k = 0;
+    while (k < text.length && text[k] === want.text[k]) k++;
+    let at = 0;
+    for (const c of want.chunks) {
+      at += c.text.length;
+      if (at > k) return c.top && c.top.length > 1 && c.top[0].logprob - c.top[1].logprob < TIE ? 'tie' : 'mixed';
+    }
+    return 'mixed';
+  }
+
   it('every request completes with its solo greedy output (nothing lost or mixed up), pages return to zero', async () => {
+    await waitIdle();
     let seed = 12345;
     const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
     const prompts = ['Once upon a time', 'The cat', 'Lily went to the park', 'A big red ball', 'Tom and Sam', 'One day, a little bird'];
-    const N = 32;
-    const jobs = Array.from({ length: N }, async (_, i) => {
-      const prompt = prompts[Math.floor(rand() * prompts.length)];
-      const maxTokens = 4 + Math.floor(rand() * 60);
-      const chat = rand() < 0.4;
-      const stream = rand() < 0.5;
-      await new Promise((r) => setTimeout(r, Math.floor(rand() * 50)));
+    const specs = Array.from({ length: 32 }, () => ({
+      prompt: prompts[Math.floor(rand() * prompts.length)],
+      maxTokens: 4 + Math.floor(rand() * 60),
+      chat: rand() < 0.4,
+      stream: rand() < 0.5,
+      delay: Math.floor(rand() * 50),
+    }));
+    const refs = [];
+    for (const s of specs) {
+      const ids = s.chat ? chatPromptTokens(model, model.applyChatTemplate([{ role: 'user', content: s.prompt }], { template: TEMPLATE })) : model.tokenize(s.prompt);
+      refs.push(await soloChunks(ids, s.maxTokens)); // one at a time, before the load
+    }
+    const texts = specs.map(async ({ prompt, maxTokens, chat, stream, delay }) => {
+      await new Promise((r) => setTimeout(r, delay));
       const messages = [{ role: 'user' as const, content: prompt }];
-      const ref = chat ? await chatSolo(messages, maxTokens) : await solo(prompt, { maxTokens });
       let text = '';
       if (chat && stream) {
         for await (const c of await client.chat.completions.create({ model: NAME, messages, max_tokens: maxTokens, temperature: 0, stream: true })) text += c.choices[0]?.delta.content ?? '';
@@ -379,9 +408,12 @@ describe('randomized concurrent clients', () => {
       } else {
         text = (await client.completions.create({ model: NAME, prompt, max_tokens: maxTokens, temperature: 0 })).choices[0].text;
       }
-      expect(text, `request ${i}: ${chat ? 'chat' : 'completion'} ${stream ? 'stream' : ''} ${JSON.stringify(prompt)} max ${maxTokens}`).toBe(ref.text);
+      return text;
     });
-    await within(Promise.all(jobs), 30_000, `${N} concurrent requests`);
+    const got = await within(Promise.all(texts), 30_000, `${specs.length} concurrent requests`);
+    const verdicts = got.map((t, i) => verdict(t, refs[i]));
+    verdicts.forEach((v, i) => expect(v, `request ${i}: ${JSON.stringify(specs[i])}\n  got:  ${JSON.stringify(got[i])}\n  solo: ${JSON.stringify(refs[i].text)}`).not.toBe('mixed'));
+    expect(verdicts.filter((v) => v === 'same').length).toBeGreaterThan(specs.length / 2);
     await waitIdle();
   });
 });
