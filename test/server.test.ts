@@ -192,6 +192,8 @@ describe('bad input is answered 4xx in the OpenAI error shape', () => {
     ['a prompt over the context', () => post('/v1/completions', { ...ok, prompt: 'once upon a time '.repeat(200) }), 400, 'prompt'],
     ['an unknown model', () => post('/v1/completions', { ...ok, model: 'gpt-5' }), 404, 'model'],
     ['an unknown model id', () => raw('GET', '/v1/models/gpt-5'), 404, 'model'],
+    ['a malformed escape in a model id', () => raw('GET', '/v1/models/%E0%A4%A'), 404, 'model'],
+    ['a request line with a bad escape in the query', () => raw('GET', '/health/%zz?x=%'), 404, null],
     ['a missing key', () => post('/v1/completions', ok, { authorization: '' }), 401, null],
     ['a wrong key', () => post('/v1/completions', ok, { authorization: 'Bearer sk-tessera-tesT' }), 401, null],
     ['a wrong key on GET /v1/models', () => raw('GET', '/v1/models', undefined, { authorization: 'Bearer nope' }), 401, null],
@@ -207,6 +209,28 @@ describe('bad input is answered 4xx in the OpenAI error shape', () => {
       expect(r.json.error.param).toBe(param);
     });
   }
+
+  it('no field of any JSON type makes a 5xx (each known field x odd values, both endpoints)', async () => {
+    const fields = ['model', 'prompt', 'messages', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'n', 'stop', 'logit_bias', 'logprobs', 'top_logprobs', 'stream', 'stream_options', 'seed', 'presence_penalty', 'frequency_penalty', 'repeat_penalty', 'response_format', 'tools', 'echo', 'best_of', 'suffix', 'user'];
+    const values = [null, true, false, -1, 0, 1.5, 1e308, -1e308, '', 'x', [], {}, [1, 'a'], [[]], { a: { b: 1 } }, { 0: 'x' }];
+    const bases = [
+      ['/v1/completions', { model: NAME, prompt: 'Once', max_tokens: 2 }],
+      ['/v1/chat/completions', { model: NAME, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2 }],
+    ] as const;
+    const bad: string[] = [];
+    for (const [route, body] of bases) {
+      for (const f of fields) {
+        await Promise.all(
+          values.map(async (v) => {
+            const r = await post(route, { ...body, [f]: v });
+            if (r.status >= 500 || (r.status !== 200 && !r.json?.error)) bad.push(`${route} ${f}=${JSON.stringify(v)}: ${r.status} ${r.text.slice(0, 200)}`);
+          }),
+        );
+      }
+    }
+    expect(bad).toEqual([]);
+    await waitIdle();
+  });
 
   it('the prompt over the context has OpenAI code context_length_exceeded', async () => {
     const r = await post('/v1/chat/completions', { model: NAME, messages: [{ role: 'user', content: 'a cat '.repeat(300) }] });

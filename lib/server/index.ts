@@ -73,6 +73,15 @@ async function allOrAbort<T>(jobs: Promise<T>[], controller: AbortController): P
   return settled.map((s) => (s as PromiseFulfilledResult<T>).value);
 }
 
+/** decodeURIComponent that leaves a malformed escape as it is (a 404 later, not a 500). */
+const safeDecode = (s: string) => {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+};
+
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
 /** Serves `model` over HTTP with the OpenAI API. The model stays the caller's (close() leaves it loaded). */
@@ -278,7 +287,7 @@ export function createServer(model: Model, options: ServerOptions = {}): Tessera
     const t0 = performance.now();
     const url = new URL(req.url ?? '/', 'http://localhost');
     let route = url.pathname.replace(/\/+$/, '') || '/';
-    const modelRoute = route.startsWith('/v1/models/') ? decodeURIComponent(route.slice('/v1/models/'.length)) : null;
+    const modelRoute = route.startsWith('/v1/models/') ? safeDecode(route.slice('/v1/models/'.length)) : null;
     if (modelRoute !== null) route = '/v1/models/:id';
     const allowed = modelRoute !== null ? 'GET' : ALLOWED[route];
     const label = allowed ? route : 'unknown';
