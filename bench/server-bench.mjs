@@ -4,7 +4,8 @@
 // lengths drawn from a seeded generator.
 //
 //   node bench/server-bench.mjs [--model FILE] [--requests 512] [--concurrency 64] [--threads 1]
-//        [--ctx 512] [--kv-pages 640] [--max-tokens 32,128] [--max-queue 256] [--rounds 1] [--json FILE]
+//        [--ctx 512] [--kv-pages 640] [--max-tokens 32,128 | --lengths 16,32,48] [--max-queue 256]
+//        [--rounds 1] [--json FILE]
 //
 // Default model: the embedded stories260K. Checks, each a failure (exit 1) when it does not hold:
 // every request ends 200 or 429 (nothing lost: every one settles within a deadline); each 200's
@@ -40,6 +41,8 @@ const THREADS = Number(opt('threads', 1));
 const CTX = Number(opt('ctx', 512));
 const KV_PAGES = Number(opt('kv-pages', 640));
 const [MIN_TOK, MAX_TOK] = opt('max-tokens', '32,128').split(',').map(Number);
+// --lengths 16,32,48: max_tokens drawn from this list instead (fewer solo references to compute on big models)
+const LENGTHS = opt('lengths', undefined)?.split(',').map(Number);
 const MAX_QUEUE = Number(opt('max-queue', 256));
 const JSON_OUT = opt('json', undefined);
 const ROUNDS = Number(opt('rounds', 1)); // the measured round repeats; RSS after each shows whether it grows
@@ -63,7 +66,7 @@ let seed = 2026;
 const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
 const jobs = Array.from({ length: REQUESTS }, () => ({
   prompt: PROMPTS[Math.floor(rand() * PROMPTS.length)],
-  maxTokens: MIN_TOK + Math.floor(rand() * (MAX_TOK - MIN_TOK + 1)),
+  maxTokens: LENGTHS ? LENGTHS[Math.floor(rand() * LENGTHS.length)] : MIN_TOK + Math.floor(rand() * (MAX_TOK - MIN_TOK + 1)),
 }));
 
 const rssOf = (pid) => {
@@ -250,7 +253,7 @@ try {
     checks: failures.length ? failures : ['all ended 200/429', `outputs: ${verdicts.same} equal their solo greedy run, ${verdicts.tie} equal it up to a near-tie (< ${TIE} nats), 0 otherwise`, 'pages in use 0'],
   };
   console.log(
-    `${report.model}, ${ROUNDS > 1 ? `${ROUNDS} rounds of ` : ''}${REQUESTS} streaming requests (max_tokens ${MIN_TOK}-${MAX_TOK}), ${C} clients, server --threads ${THREADS}\n` +
+    `${report.model}, ${ROUNDS > 1 ? `${ROUNDS} rounds of ` : ''}${REQUESTS} streaming requests (max_tokens ${LENGTHS ? LENGTHS.join('/') : `${MIN_TOK}-${MAX_TOK}`}), ${C} clients, server --threads ${THREADS}\n` +
       `  last round: ${ok.length} ok, ${busy} x 429 in ${report.wallSeconds.toFixed(2)} s: ${report.requestsPerSecond.toFixed(1)} req/s, ${report.tokensPerSecond.toFixed(0)} generated tokens/s\n` +
       `  time to first token: p50 ${report.ttftMs.p50.toFixed(1)} ms, p99 ${report.ttftMs.p99.toFixed(1)} ms, max ${report.ttftMs.max.toFixed(1)} ms\n` +
       `  server RSS: loaded ${mib(rssLoaded)}, after warm-up ${mib(rssWarm)}, after each round ${rssRounds.map(mib).join(', ')}, peak ${mib(rssPeak)}; preemptions ${preemptions}\n` +
