@@ -182,7 +182,7 @@ export interface TokenText {
 
 const bytes = (s: string) => Array.from(Buffer.from(s, 'utf8'));
 
-/** Chat's logprobs entries for generated chunks (end-of-generation tokens are left out). */
+/** Chat's logprobs entries for generated chunks (the caller leaves out end-of-generation tokens). */
 export function chatLogprobs(chunks: GenerateChunk[], t: TokenText): { token: string; logprob: number; bytes: number[]; top_logprobs: { token: string; logprob: number; bytes: number[] }[] }[] {
   return chunks
     .filter((c) => c.logprob !== undefined)
