@@ -39,6 +39,7 @@ export interface ServerOptions {
 
 /** A running server; see createServer. */
 export interface TesseraServer {
+  /** @internal the underlying node:http server (kept out of the published types, which need no @types/node) */
   readonly http: http.Server;
   readonly metrics: Metrics;
   /** Starts listening (port 0: any free port); resolves with the address and base URL. */
