@@ -3,6 +3,7 @@
 // request of the model's continuous-batching scheduler, so concurrent calls share forward steps.
 import * as fs from 'node:fs';
 import { checkMessages, chosenTemplate, renderChatTemplate, type ChatTemplateOptions } from './chat';
+import { GenerationRequest, LogitsRequest, type Completion, type Generation } from './engine/request';
 import { Scheduler, type SchedulerStats } from './engine/scheduler';
 import { checkInteger, describe, DisposedError, rangeError, typeError } from './errors';
 import { readGguf, type GgufInfo } from './gguf';
@@ -75,23 +76,7 @@ export interface GenerateOptions extends SamplingOptions {
   special?: boolean;
 }
 
-export interface GenerateChunk {
-  /** Text completed by this token (may be '' while a multi-byte character is incomplete). */
-  text: string;
-  token: number;
-  logprob?: number;
-  top?: { token: number; logprob: number }[];
-}
-
-export type FinishReason = 'stop' | 'length' | 'abort' | 'context';
-
-export interface Completion {
-  text: string;
-  tokens: number[];
-  promptTokens: number;
-  finishReason: FinishReason;
-  timings: { promptMs: number; generateMs: number; tokensPerSecond: number };
-}
+export type { Completion, FinishReason, GenerateChunk, Generation } from './engine/request';
 
 const GENERATE_KEYS = new Set(['maxTokens', 'stop', 'stopTokens', 'signal', 'logprobs', 'bos', 'special']);
 const LOAD_KEYS = new Set(['device', 'threads', 'contextSize', 'kvPages', 'pageSize', 'kvDtype', 'maxBatchTokens', 'onProgress']);
@@ -154,48 +139,6 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const model = Model._create(path, gguf, native, tokenizer, maxBatchTokens);
   progress('ready', 1);
   return model;
-}
-
-class Channel<T> {
-  #items: T[] = [];
-  #waiters: ((r: IteratorResult<T>) => void)[] = [];
-  #done = false;
-  #error: Error | undefined;
-  push(item: T): void {
-    const w = this.#waiters.shift();
-    if (w) w({ value: item, done: false });
-    else this.#items.push(item);
-  }
-  end(error?: Error): void {
-    this.#done = true;
-    this.#error = error;
-    for (const w of this.#waiters.splice(0)) w({ value: undefined as never, done: true });
-  }
-  async next(): Promise<IteratorResult<T>> {
-    if (this.#items.length) return { value: this.#items.shift() as T, done: false };
-    if (this.#done) {
-      if (this.#error) {
-        const e = this.#error;
-        this.#error = undefined;
-        throw e;
-      }
-      return { value: undefined as never, done: true };
-    }
-    return new Promise((resolve) => this.#waiters.push(resolve)).then((r) => {
-      if ((r as IteratorResult<T>).done && this.#error) {
-        const e = this.#error;
-        this.#error = undefined;
-        throw e;
-      }
-      return r as IteratorResult<T>;
-    });
-  }
-}
-
-/** The result of a generate() call: an async iterator of chunks, plus the final state. */
-export interface Generation extends AsyncIterable<GenerateChunk> {
-  /** Resolves when the generation ends. */
-  readonly result: Promise<Completion>;
 }
 
 /** A loaded model; made by loadModel(). */
@@ -314,118 +257,21 @@ export class Model {
       throw rangeError(where, 'prompt', `has ${promptIds.length} tokens, more than the context size (${ctx})`);
     }
 
-    const sampler = new Sampler(sampling, this.info.vocabSize);
-    const decoder = this.tokenizer.createDecoder({ stripLeadingSpace: false }); // a continuation keeps its first space
-    const eog = this.tokenizer.eogIds;
-    const channel = new Channel<GenerateChunk>();
-    const generated: number[] = [];
-    const history = [...promptIds];
-    let text = '';
-    let emitted = 0; // chars of `text` already sent (stop strings may hold some back)
-    let finish: FinishReason = 'length';
-    let cancelled = false; // the consumer left its for-await loop early
-    const holdBack = stop.reduce((m, s) => Math.max(m, s.length - 1), 0);
-    const t0 = performance.now();
-    let tFirst = 0;
-    let resolveResult!: (c: Completion) => void;
-    let rejectResult!: (e: Error) => void;
-    const result = new Promise<Completion>((res, rej) => {
-      resolveResult = res;
-      rejectResult = rej;
+    const request = new GenerationRequest({
+      promptIds,
+      sampler: new Sampler(sampling, this.info.vocabSize),
+      decoder: this.tokenizer.createDecoder({ stripLeadingSpace: false }), // a continuation keeps its first space
+      eog: this.tokenizer.eogIds,
+      stopTokens,
+      stop,
+      maxTokens,
+      contextSize: ctx,
+      logprobs,
+      signal,
     });
-    result.catch(() => {}); // the iterator reports errors too; avoid unhandled rejections
-
-    const complete = (): Completion => {
-      const now = performance.now();
-      const genMs = tFirst ? now - tFirst : 0;
-      return {
-        text: text.slice(0, emitted),
-        tokens: generated,
-        promptTokens: promptIds.length,
-        finishReason: finish,
-        timings: { promptMs: (tFirst || now) - t0, generateMs: genMs, tokensPerSecond: generated.length > 1 && genMs > 0 ? ((generated.length - 1) * 1000) / genMs : 0 },
-      };
-    };
-    const flushText = (final: boolean): string => {
-      const upto = final ? text.length : Math.max(emitted, text.length - holdBack);
-      const out = text.slice(emitted, upto);
-      emitted = upto;
-      return out;
-    };
-
-    if (maxTokens === 0) {
-      channel.end();
-      resolveResult(complete());
-    } else {
-      this.#scheduler.submit({
-        pending: [...promptIds],
-        maxLength: Math.min(ctx, promptIds.length + maxTokens),
-        aborted: () => {
-          if (signal?.aborted || cancelled) finish = 'abort';
-          return finish === 'abort';
-        },
-        onLogits: (logits) => {
-          if (!tFirst) tFirst = performance.now();
-          const top = typeof logprobs === 'number' && logprobs > 0 ? logprobs : 0;
-          const s = sampler.sample(logits, history, top ? { logprobs: top } : { logprob: logprobs !== false });
-          generated.push(s.token);
-          history.push(s.token);
-          const isEnd = eog.has(s.token) || stopTokens.has(s.token);
-          if (!isEnd) text += decoder.push(s.token);
-          let stopped = isEnd;
-          if (!stopped && stop.length) {
-            const from = Math.max(0, emitted - holdBack);
-            let cut = -1;
-            for (const st of stop) {
-              const i = text.indexOf(st, from);
-              if (i >= 0 && (cut < 0 || i < cut)) cut = i;
-            }
-            if (cut >= 0) {
-              text = text.slice(0, cut);
-              stopped = true;
-            }
-          }
-          if (stopped) finish = 'stop';
-          const chunk: GenerateChunk = { text: flushText(stopped), token: s.token };
-          if (logprobs !== false) chunk.logprob = s.logprob;
-          if (top && s.top) chunk.top = s.top;
-          channel.push(chunk);
-          if (stopped) return null;
-          if (generated.length >= maxTokens) {
-            finish = 'length';
-            return null;
-          }
-          if (history.length >= ctx) {
-            finish = 'context';
-            return null;
-          }
-          return s.token;
-        },
-        onDone: (error) => {
-          if (error) {
-            channel.end(error);
-            rejectResult(error);
-            return;
-          }
-          text += decoder.flush();
-          const tail = flushText(true);
-          if (tail) channel.push({ text: tail, token: -1 });
-          channel.end();
-          resolveResult(complete());
-        },
-      });
-    }
-
-    return {
-      result,
-      [Symbol.asyncIterator]: () => ({
-        next: () => channel.next(),
-        return: async () => {
-          cancelled = true; // leaving a for-await early stops the generation
-          return { value: undefined as never, done: true };
-        },
-      }),
-    };
+    if (maxTokens === 0) request.finishEmpty();
+    else this.#scheduler.submit(request);
+    return request.generation;
   }
 
   /** Generates to the end and returns the whole completion. */
@@ -443,20 +289,9 @@ export class Model {
     this.#checkIds('logits', ids);
     if (ids.length === 0) throw rangeError('logits', 'ids', 'is empty');
     if (ids.length > this.info.contextSize) throw rangeError('logits', 'ids', `has ${ids.length} tokens, more than the context size (${this.info.contextSize})`);
-    const V = this.info.vocabSize;
-    const out = new Float32Array(ids.length * V);
-    await new Promise<void>((resolve, reject) => {
-      this.#scheduler.submit({
-        pending: Array.from(ids),
-        maxLength: ids.length,
-        allLogits: true,
-        onRows: (rows, start) => out.set(rows, start * V),
-        onLogits: () => null,
-        onDone: (error) => (error ? reject(error) : resolve()),
-        aborted: () => false,
-      });
-    });
-    return Tensor.from(out, [ids.length, V]);
+    const request = new LogitsRequest(ids, this.info.vocabSize);
+    this.#scheduler.submit(request);
+    return Tensor.from(await request.done, [ids.length, this.info.vocabSize]);
   }
 
   /**

@@ -11,27 +11,9 @@
 // given error.
 import { DisposedError, OutOfPagesError } from '../errors';
 import type { NativeModel } from '../native';
+import type { SchedulerRequest } from './request';
 
-/** One request's side of the scheduler: the tokens it still has to feed, and what to do with logits. */
-export interface SchedulerRequest {
-  /** Tokens to feed before the next logits are needed (the prompt, then one token per step). */
-  pending: number[];
-  /**
-   * Called with the logits row after the last pending token was fed; returns the next token to
-   * feed, or null when the request is finished.
-   */
-  onLogits(logits: Float32Array): number | null;
-  /** Called exactly once when the request leaves the scheduler (finished, failed or aborted). */
-  onDone(error?: Error): void;
-  /** Checked between steps: true when the consumer aborted. */
-  aborted(): boolean;
-  /** Return the logits of every fed token (teacher forcing), through onRows, not only the last. */
-  allLogits?: boolean;
-  /** rows: (tokens fed this step) x vocab, for the tokens starting at index `start` of the request. */
-  onRows?(rows: Float32Array, start: number): void;
-  /** Most tokens this request can ever hold in the KV cache (prompt + generated). */
-  maxLength: number;
-}
+export type { SchedulerRequest } from './request';
 
 interface Active {
   req: SchedulerRequest;
@@ -168,13 +150,13 @@ export class Scheduler {
     const step = this.#plan();
     if (step.length === 0) return; // everything was preempted or failed; re-plan
     const tokens: number[] = [];
-    for (const s of step) tokens.push(...s.tokens);
     const rows: number[] = [];
-    let offset = 0;
+    const wanted: number[] = []; // rows per entry of the step
     for (const s of step) {
-      if (s.a.req.allLogits) for (let i = 0; i < s.tokens.length; i++) rows.push(offset + i);
-      else if (s.last) rows.push(offset + s.tokens.length - 1);
-      offset += s.tokens.length;
+      const want = s.a.req.rowsWanted(s.tokens.length, s.last);
+      for (const i of want) rows.push(tokens.length + i);
+      wanted.push(want.length);
+      tokens.push(...s.tokens);
     }
     let logits: Float32Array;
     try {
@@ -195,32 +177,23 @@ export class Scheduler {
     if (this.#closed) return;
     const V = this.#opts.vocabSize;
     let row = 0;
-    for (const s of step) {
+    step.forEach((s, i) => {
       const start = s.a.fed.length;
       s.a.fed.push(...s.tokens);
       s.a.req.pending.splice(0, s.tokens.length);
-      if (s.a.req.allLogits) {
-        s.a.req.onRows?.(logits.subarray(row * V, (row + s.tokens.length) * V), start);
-        row += s.tokens.length - 1;
-      } else if (!s.last) {
-        continue;
-      }
-      if (!s.last) {
-        row++;
-        continue;
-      }
-      const slice = logits.subarray(row * V, (row + 1) * V);
-      row++;
-      let next: number | null;
+      const slice = logits.subarray(row * V, (row + wanted[i]) * V);
+      row += wanted[i];
+      let next: number[] | null;
       try {
-        next = s.a.req.onLogits(slice);
+        next = s.a.req.onRows(slice, s.tokens, start, s.last);
       } catch (err) {
         this.#finish(s.a, err as Error);
-        continue;
+        return;
       }
       if (next === null) this.#finish(s.a);
-      else s.a.req.pending.push(next);
-    }
+      else if (next.length === 0 && s.a.req.pending.length === 0) this.#finish(s.a, new Error('scheduler: a request proposed no tokens and did not finish'));
+      else s.a.req.pending.push(...next);
+    });
   }
 
   /** Chooses this step's tokens per request, preempting requests when the pages run out. */
