@@ -1,0 +1,171 @@
+// The scheduler alone, over a fake native model that keeps page accounting like the KV cache and
+// records every step: prefill chunks respect maxBatchTokens, decode tokens ride first, preemption
+// happens when the pool is full and recomputation gives the same tokens, aborted requests free
+// their pages, and close() waits for the step in flight before ending requests.
+import { describe, expect, it } from 'vitest';
+import type { SchedulerRequest } from '../lib/engine/request';
+import { Scheduler } from '../lib/engine/scheduler';
+import { DisposedError, OutOfPagesError } from '../lib/errors';
+import type { NativeModel } from '../lib/native';
+
+const V = 8; // vocabulary of the fake model
+const PAGE = 4;
+
+interface Step {
+  seqIds: number[];
+  seqTokens: number[];
+  tokens: number[];
+}
+
+/** Pages and sequence lengths as KvCache keeps them; logits: a one-hot of (sum of the sequence's tokens) % V. */
+function fakeNative(pages: number, opts: { delayMs?: number } = {}) {
+  const seqs = new Map<number, number[]>();
+  let next = 0;
+  let busy = false;
+  const steps: Step[] = [];
+  const used = () => [...seqs.values()].reduce((n, t) => n + Math.ceil(t.length / PAGE), 0);
+  const live = () => {
+    if (busy) throw new Error('the model is running a forward step');
+  };
+  const native = {
+    createSequence: () => (live(), seqs.set(next, []), next++),
+    releaseSequence: (s: number) => (live(), seqs.delete(s)),
+    freePages: () => pages - used(),
+    pagesNeeded: (ids: Int32Array, n: Int32Array) => {
+      let need = 0;
+      ids.forEach((s, i) => {
+        const len = (seqs.get(s) as number[]).length;
+        need += Math.ceil((len + n[i]) / PAGE) - Math.ceil(len / PAGE);
+      });
+      return need;
+    },
+    forward: async (step: { tokens: Int32Array; seqIds: Int32Array; seqTokens: Int32Array; logitRows: Int32Array }) => {
+      live();
+      busy = true;
+      steps.push({ seqIds: [...step.seqIds], seqTokens: [...step.seqTokens], tokens: [...step.tokens] });
+      const owner: number[] = [];
+      const lenAt: number[] = []; // the sequence's length after each token of the step
+      let t = 0;
+      step.seqIds.forEach((s, i) => {
+        const seq = seqs.get(s) as number[];
+        for (let j = 0; j < step.seqTokens[i]; j++, t++) {
+          seq.push(step.tokens[t]);
+          owner.push(s);
+          lenAt.push(seq.length);
+        }
+      });
+      if (used() > pages) throw new Error('fake: out of pages');
+      await new Promise((r) => setTimeout(r, opts.delayMs ?? 0));
+      busy = false;
+      const out = new Float32Array(step.logitRows.length * V);
+      step.logitRows.forEach((row, r) => {
+        const sum = (seqs.get(owner[row]) as number[]).slice(0, lenAt[row]).reduce((a, b) => a + b, 0);
+        out[r * V + (sum % V)] = 1;
+      });
+      return out;
+    },
+  };
+  return { native: native as unknown as NativeModel, steps, used };
+}
+
+/** Greedy generation of `n` tokens after `prompt` on the fake model (expected: running sums mod V). */
+function expected(prompt: number[], n: number): number[] {
+  const seq = [...prompt];
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const tok = seq.reduce((a, b) => a + b, 0) % V;
+    out.push(tok);
+    seq.push(tok);
+  }
+  return out;
+}
+
+function greedy(prompt: number[], n: number, opts: { aborted?: () => boolean } = {}) {
+  const out: number[] = [];
+  let resolve!: (e?: Error) => void;
+  const done = new Promise<Error | undefined>((r) => (resolve = r));
+  const req: SchedulerRequest = {
+    pending: [...prompt],
+    maxLength: prompt.length + n,
+    rowsWanted: (k, last) => (last ? [k - 1] : []),
+    onRows: (rows) => {
+      if (rows.length === 0) return [];
+      const tok = rows.indexOf(1);
+      out.push(tok);
+      return out.length >= n ? null : [tok];
+    },
+    onDone: (e) => resolve(e),
+    aborted: opts.aborted ?? (() => false),
+  };
+  return { req, out, done };
+}
+
+describe('scheduler', () => {
+  it('cuts prompts into chunks of at most maxBatchTokens and puts decode tokens first', async () => {
+    const { native, steps } = fakeNative(64);
+    const s = new Scheduler(native, { maxBatchTokens: 5, vocabSize: V, kvPages: 64, pageSize: PAGE });
+    const a = greedy([1, 2, 3], 6);
+    s.submit(a.req);
+    await new Promise((r) => setImmediate(r)); // a is decoding when b arrives
+    const b = greedy([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], 3);
+    s.submit(b.req);
+    await Promise.all([a.done, b.done]);
+    expect(a.out).toEqual(expected([1, 2, 3], 6));
+    expect(b.out).toEqual(expected(Array(12).fill(1), 3));
+    expect(steps.every((st) => st.tokens.length <= 5)).toBe(true);
+    const chunked = steps.filter((st) => st.seqIds.includes(1) && st.seqTokens[st.seqIds.indexOf(1)] > 1);
+    expect(chunked.length).toBeGreaterThanOrEqual(3); // 12 prompt tokens in chunks of <= 4 beside a's decode token
+    for (const st of steps) if (st.seqIds.length === 2) expect(st.seqIds[0]).toBe(0); // the decode token first
+  });
+
+  it('preempts the newest request when pages run out; recomputation gives the same tokens', async () => {
+    const { native, used } = fakeNative(6);
+    const s = new Scheduler(native, { maxBatchTokens: 64, vocabSize: V, kvPages: 6, pageSize: PAGE });
+    const reqs = [greedy([1, 2], 14), greedy([3], 15), greedy([5, 5, 5], 12)];
+    for (const r of reqs) s.submit(r.req);
+    const errors = await Promise.all(reqs.map((r) => r.done));
+    expect(errors).toEqual([undefined, undefined, undefined]);
+    expect(reqs[0].out).toEqual(expected([1, 2], 14));
+    expect(reqs[1].out).toEqual(expected([3], 15));
+    expect(reqs[2].out).toEqual(expected([5, 5, 5], 12));
+    expect(s.stats().preemptions).toBeGreaterThan(0);
+    expect(used()).toBe(0);
+    expect(s.stats().kvPagesInUse).toBe(0);
+  });
+
+  it('refuses a request that can never fit before it produces a token', () => {
+    const { native } = fakeNative(2);
+    const s = new Scheduler(native, { maxBatchTokens: 64, vocabSize: V, kvPages: 2, pageSize: PAGE });
+    expect(() => s.submit(greedy([1, 2, 3], 10).req)).toThrow(OutOfPagesError);
+    expect(s.stats().running + s.stats().waiting).toBe(0);
+  });
+
+  it('an aborted request leaves at the next step and frees its pages', async () => {
+    const { native, used } = fakeNative(64);
+    const s = new Scheduler(native, { maxBatchTokens: 64, vocabSize: V, kvPages: 64, pageSize: PAGE });
+    let stop = false;
+    const a = greedy([1, 2, 3], 100, { aborted: () => stop });
+    const b = greedy([4], 20);
+    s.submit(a.req);
+    s.submit(b.req);
+    while (a.out.length < 3) await new Promise((r) => setImmediate(r));
+    stop = true;
+    expect(await a.done).toBeUndefined();
+    expect(a.out.length).toBeLessThan(10);
+    await b.done;
+    expect(b.out).toEqual(expected([4], 20));
+    expect(used()).toBe(0);
+  });
+
+  it('close() waits for the step in flight, then ends every request with its error', async () => {
+    const { native, used } = fakeNative(64, { delayMs: 20 });
+    const s = new Scheduler(native, { maxBatchTokens: 64, vocabSize: V, kvPages: 64, pageSize: PAGE });
+    const a = greedy([1, 2, 3], 100);
+    s.submit(a.req); // its first step is in flight now
+    const closed = s.close(new DisposedError('disposed'));
+    expect(await a.done).toBeInstanceOf(DisposedError);
+    await closed;
+    expect(used()).toBe(0);
+    expect(() => s.submit(greedy([1], 1).req)).toThrow(DisposedError);
+  });
+});
