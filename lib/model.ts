@@ -36,6 +36,8 @@ export interface LoadModelOptions {
   kvDtype?: 'f16' | 'f32';
   /** Most tokens one forward step packs (prefill chunks are cut to fit). Default 512. */
   maxBatchTokens?: number;
+  /** Most requests running at once (holding a KV sequence); more wait for admission. Default 256. */
+  maxSequences?: number;
   /** Called as loading goes on (synchronously, from the main thread); see LoadProgress. */
   onProgress?: (progress: LoadProgress) => void;
 }
@@ -79,7 +81,7 @@ export interface GenerateOptions extends SamplingOptions {
 export type { Completion, FinishReason, GenerateChunk, Generation } from './engine/request';
 
 const GENERATE_KEYS = new Set(['maxTokens', 'stop', 'stopTokens', 'signal', 'logprobs', 'bos', 'special']);
-const LOAD_KEYS = new Set(['device', 'threads', 'contextSize', 'kvPages', 'pageSize', 'kvDtype', 'maxBatchTokens', 'onProgress']);
+const LOAD_KEYS = new Set(['device', 'threads', 'contextSize', 'kvPages', 'pageSize', 'kvDtype', 'maxBatchTokens', 'maxSequences', 'onProgress']);
 
 /** Loads a GGUF model (llama / qwen2 architectures). Weights stay memory-mapped. */
 export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
@@ -102,6 +104,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const pageSize = checkInteger(where, 'pageSize', options.pageSize ?? 16, 1, 4096);
   const kvPages = checkInteger(where, 'kvPages', options.kvPages ?? 0, 0, 1 << 26);
   const maxBatchTokens = checkInteger(where, 'maxBatchTokens', options.maxBatchTokens ?? 512, 1, 1 << 20);
+  const maxSequences = checkInteger(where, 'maxSequences', options.maxSequences ?? 256, 1, 1 << 16);
   const kvDtype = options.kvDtype ?? 'f16';
   if (kvDtype !== 'f16' && kvDtype !== 'f32') throw typeError(where, 'kvDtype', "'f16' or 'f32'", kvDtype);
   const onProgress = options.onProgress;
@@ -136,7 +139,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     native.dispose();
     throw e;
   }
-  const model = Model._create(path, gguf, native, tokenizer, maxBatchTokens);
+  const model = Model._create(path, gguf, native, tokenizer, { maxBatchTokens, maxSequences });
   progress('ready', 1);
   return model;
 }
@@ -151,11 +154,11 @@ export class Model {
   #disposing: Promise<void> | null = null;
 
   /** @internal use loadModel() */
-  static _create(path: string, gguf: GgufInfo, native: NativeModel, tokenizer: Tokenizer, maxBatchTokens: number): Model {
-    return new Model(path, gguf, native, tokenizer, maxBatchTokens);
+  static _create(path: string, gguf: GgufInfo, native: NativeModel, tokenizer: Tokenizer, caps: { maxBatchTokens: number; maxSequences: number }): Model {
+    return new Model(path, gguf, native, tokenizer, caps);
   }
 
-  private constructor(path: string, gguf: GgufInfo, native: NativeModel, tokenizer: Tokenizer, maxBatchTokens: number) {
+  private constructor(path: string, gguf: GgufInfo, native: NativeModel, tokenizer: Tokenizer, caps: { maxBatchTokens: number; maxSequences: number }) {
     this.#native = native;
     this.#gguf = gguf;
     this.tokenizer = tokenizer;
@@ -165,7 +168,7 @@ export class Model {
       path,
       vocabulary: { size: tokenizer.vocabSize, type: String(gguf.metadata['tokenizer.ggml.model'] ?? 'unknown'), bos: tokenizer.bos, eos: tokenizer.eos },
     };
-    this.#scheduler = new Scheduler(native, { maxBatchTokens, vocabSize: n.vocabSize, kvPages: n.kvPages, pageSize: n.pageSize });
+    this.#scheduler = new Scheduler(native, { ...caps, vocabSize: n.vocabSize, kvPages: n.kvPages, pageSize: n.pageSize });
   }
 
   /** Requests running and waiting, KV pages in use, preemptions and steps so far. */
@@ -281,6 +284,28 @@ export class Model {
       // drain
     }
     return g.result;
+  }
+
+  /**
+   * Completes many prompts together (they share forward steps; waiting prompts are packed by
+   * best-fit-decreasing) and resolves with their completions in order. `options` is one set for
+   * all, or one per prompt. Every prompt is checked before any runs: a bad one rejects the call.
+   */
+  async completeBatch(prompts: readonly (string | ArrayLike<number>)[], options: GenerateOptions | readonly GenerateOptions[] = {}): Promise<Completion[]> {
+    const where = 'completeBatch';
+    this.#live(where);
+    if (!Array.isArray(prompts)) throw typeError(where, 'prompts', 'an array of prompts', prompts);
+    const per = Array.isArray(options);
+    if (per && options.length !== prompts.length) throw rangeError(where, 'options', `has ${options.length} entries for ${prompts.length} prompts`);
+    const gens: Generation[] = [];
+    try {
+      for (let i = 0; i < prompts.length; i++) gens.push(this.generate(prompts[i], per ? (options as GenerateOptions[])[i] : (options as GenerateOptions)));
+    } catch (e) {
+      for (const g of gens) void g[Symbol.asyncIterator]().return?.(); // stop the ones already queued
+      if (e instanceof Error) e.message = `${where}: prompts[${gens.length}]: ${e.message}`;
+      throw e;
+    }
+    return Promise.all(gens.map((g) => g.result));
   }
 
   /** Logits of every position of `ids` (teacher forcing, perplexity): a Tensor (ids.length, vocab). */

@@ -158,6 +158,42 @@ describe('a small KV page pool', () => {
   });
 });
 
+describe('completeBatch', () => {
+  it('completes prompts together, in order, with the same tokens as one at a time', async () => {
+    const m = await loadModel(MODEL, { threads: 1, contextSize: CTX, maxBatchTokens: 16 });
+    try {
+      const prompts = ['Once upon a time', 'The cat', 'Lily and Ben', 'One day', 'The sun was hot and'];
+      const opts = prompts.map((_, i) => ({ temperature: i % 2 ? 0.8 : 0, seed: i, maxTokens: 10 + i }));
+      const got = await settleWithin(m.completeBatch(prompts, opts), 20000, 'completeBatch');
+      for (let i = 0; i < prompts.length; i++) expect(got[i].tokens).toEqual((await solo(prompts[i], opts[i])).tokens);
+      const st = m.stats();
+      expect(st.paddingAvoided).toBeGreaterThan(0);
+      expect(st.promptTokens).toBeGreaterThan(0);
+      expect(st.decodeTokens).toBeGreaterThan(0);
+      expect(st.kvPagesInUse).toBe(0);
+    } finally {
+      await m.dispose();
+    }
+  });
+
+  it('checks every prompt first: a bad one rejects naming it and leaves nothing running', async () => {
+    const m = await loadModel(MODEL, { threads: 1, contextSize: CTX });
+    try {
+      await expect(m.completeBatch(['Once', [1, 99999], 'The cat'])).rejects.toThrow(/completeBatch: prompts\[1\]: generate: ids\[1\] = 99999/);
+      await expect(m.completeBatch(['a', 'b'], [{}])).rejects.toThrow(/options has 1 entries for 2 prompts/);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(m.stats().running + m.stats().waiting).toBe(0);
+      expect(m.stats().kvPagesInUse).toBe(0);
+    } finally {
+      await m.dispose();
+    }
+  });
+
+  it('maxSequences must be a positive integer', async () => {
+    await expect(loadModel(MODEL, { maxSequences: 0 })).rejects.toThrow(/maxSequences must be in \[1, 65536\], got 0/);
+  });
+});
+
 describe('loading', () => {
   it('reports progress: mapping, then repacking per layer, then ready; fractions only grow', async () => {
     const seen: LoadProgress[] = [];

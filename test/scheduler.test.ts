@@ -4,7 +4,7 @@
 // their pages, and close() waits for the step in flight before ending requests.
 import { describe, expect, it } from 'vitest';
 import type { SchedulerRequest } from '../lib/engine/request';
-import { Scheduler } from '../lib/engine/scheduler';
+import { AGE_STEPS, Scheduler } from '../lib/engine/scheduler';
 import { DisposedError, OutOfPagesError } from '../lib/errors';
 import type { NativeModel } from '../lib/native';
 
@@ -103,7 +103,7 @@ function greedy(prompt: number[], n: number, opts: { aborted?: () => boolean } =
 describe('scheduler', () => {
   it('cuts prompts into chunks of at most maxBatchTokens and puts decode tokens first', async () => {
     const { native, steps } = fakeNative(64);
-    const s = new Scheduler(native, { maxBatchTokens: 5, vocabSize: V, kvPages: 64, pageSize: PAGE });
+    const s = new Scheduler(native, { maxBatchTokens: 5, vocabSize: V, maxSequences: 64, kvPages: 64, pageSize: PAGE });
     const a = greedy([1, 2, 3], 6);
     s.submit(a.req);
     await new Promise((r) => setImmediate(r)); // a is decoding when b arrives
@@ -120,7 +120,7 @@ describe('scheduler', () => {
 
   it('preempts the newest request when pages run out; recomputation gives the same tokens', async () => {
     const { native, used } = fakeNative(6);
-    const s = new Scheduler(native, { maxBatchTokens: 64, vocabSize: V, kvPages: 6, pageSize: PAGE });
+    const s = new Scheduler(native, { maxBatchTokens: 64, vocabSize: V, maxSequences: 64, kvPages: 6, pageSize: PAGE });
     const reqs = [greedy([1, 2], 14), greedy([3], 15), greedy([5, 5, 5], 12)];
     for (const r of reqs) s.submit(r.req);
     const errors = await Promise.all(reqs.map((r) => r.done));
@@ -135,14 +135,14 @@ describe('scheduler', () => {
 
   it('refuses a request that can never fit before it produces a token', () => {
     const { native } = fakeNative(2);
-    const s = new Scheduler(native, { maxBatchTokens: 64, vocabSize: V, kvPages: 2, pageSize: PAGE });
+    const s = new Scheduler(native, { maxBatchTokens: 64, vocabSize: V, maxSequences: 64, kvPages: 2, pageSize: PAGE });
     expect(() => s.submit(greedy([1, 2, 3], 10).req)).toThrow(OutOfPagesError);
     expect(s.stats().running + s.stats().waiting).toBe(0);
   });
 
   it('an aborted request leaves at the next step and frees its pages', async () => {
     const { native, used } = fakeNative(64);
-    const s = new Scheduler(native, { maxBatchTokens: 64, vocabSize: V, kvPages: 64, pageSize: PAGE });
+    const s = new Scheduler(native, { maxBatchTokens: 64, vocabSize: V, maxSequences: 64, kvPages: 64, pageSize: PAGE });
     let stop = false;
     const a = greedy([1, 2, 3], 100, { aborted: () => stop });
     const b = greedy([4], 20);
@@ -159,7 +159,7 @@ describe('scheduler', () => {
 
   it('close() waits for the step in flight, then ends every request with its error', async () => {
     const { native, used } = fakeNative(64, { delayMs: 20 });
-    const s = new Scheduler(native, { maxBatchTokens: 64, vocabSize: V, kvPages: 64, pageSize: PAGE });
+    const s = new Scheduler(native, { maxBatchTokens: 64, vocabSize: V, maxSequences: 64, kvPages: 64, pageSize: PAGE });
     const a = greedy([1, 2, 3], 100);
     s.submit(a.req); // its first step is in flight now
     const closed = s.close(new DisposedError('disposed'));
@@ -167,5 +167,52 @@ describe('scheduler', () => {
     await closed;
     expect(used()).toBe(0);
     expect(() => s.submit(greedy([1], 1).req)).toThrow(DisposedError);
+  });
+
+  it('a burst submitted in one turn shares the first step', async () => {
+    const { native, steps } = fakeNative(64);
+    const s = new Scheduler(native, { maxBatchTokens: 64, vocabSize: V, maxSequences: 64, kvPages: 64, pageSize: PAGE });
+    const reqs = [[1, 2], [3], [4, 4, 4], [2, 2]].map((p) => greedy(p, 3));
+    for (const r of reqs) s.submit(r.req);
+    await Promise.all(reqs.map((r) => r.done));
+    expect(steps[0].seqIds.length).toBe(4);
+  });
+
+  it('admits waiting prompts by best-fit-decreasing over the token budget left', async () => {
+    const { native, steps } = fakeNative(64);
+    const s = new Scheduler(native, { maxBatchTokens: 10, vocabSize: V, maxSequences: 64, kvPages: 64, pageSize: PAGE });
+    const prompts = [[1, 1, 1], [2, 2, 2, 2, 2, 2, 2, 2], [3, 3, 3, 3, 3, 3], [4, 4]];
+    const reqs = prompts.map((p) => greedy(p, 2));
+    for (const r of reqs) s.submit(r.req);
+    await Promise.all(reqs.map((r) => r.done));
+    // 10 tokens: the 8-token prompt fits, then of 6, 3, 2 only the 2-token one: 8 + 2, whole.
+    expect(steps[0].seqTokens).toEqual([8, 2]);
+    expect(steps[0].tokens).toEqual([...prompts[1], ...prompts[3]]);
+    reqs.forEach((r, i) => expect(r.out).toEqual(expected(prompts[i], 2)));
+    expect(s.stats().paddingAvoided).toBeGreaterThan(0);
+  });
+
+  it(`a prompt passed over ${AGE_STEPS} times is admitted first (no request waits forever)`, async () => {
+    const { native, steps } = fakeNative(64);
+    const s = new Scheduler(native, { maxBatchTokens: 4, vocabSize: V, maxSequences: 64, kvPages: 64, pageSize: PAGE });
+    const old = greedy([7, 7, 7], 1); // never the best fit while 4-token prompts wait
+    s.submit(old.req);
+    const others = Array.from({ length: 20 }, () => greedy([1, 1, 1, 1], 1));
+    for (const r of others) s.submit(r.req);
+    await Promise.all([old.done, ...others.map((r) => r.done)]);
+    const first = steps.findIndex((st) => st.tokens.includes(7));
+    expect(first).toBeGreaterThanOrEqual(1); // it was passed over...
+    expect(first).toBeLessThanOrEqual(AGE_STEPS); // ...but not for long
+  });
+
+  it('never runs more than maxSequences at once', async () => {
+    const { native, steps } = fakeNative(64);
+    const s = new Scheduler(native, { maxBatchTokens: 64, vocabSize: V, maxSequences: 2, kvPages: 64, pageSize: PAGE });
+    const prompts = [[1], [2, 3], [4], [5, 5], [6]];
+    const reqs = prompts.map((p) => greedy(p, 4));
+    for (const r of reqs) s.submit(r.req);
+    await Promise.all(reqs.map((r) => r.done));
+    expect(Math.max(...steps.map((st) => st.seqIds.length))).toBe(2);
+    reqs.forEach((r, i) => expect(r.out).toEqual(expected(prompts[i], 4)));
   });
 });

@@ -1,8 +1,11 @@
-// Continuous batching: every step packs the pending tokens of all active requests into one
-// forward call (decode tokens first, then prefill chunks up to maxBatchTokens), within the free
-// KV pages. When the pool is full, the newest request is preempted (its sequence released and
-// its tokens recomputed later), as vLLM does; a request that cannot fit even alone fails before
-// it produces a token.
+// Continuous batching: every step packs the pending tokens of the running requests into one
+// forward call (decode tokens first, then prompt chunks up to maxBatchTokens), within the free
+// KV pages. Waiting prompts are admitted by best-fit-decreasing over the token budget left
+// (Prepacking, arXiv 2404.09529): the longest prompts that fit whole go first, the rest of the
+// budget goes to a chunk of the oldest one, and a prompt passed over AGE_STEPS times goes first,
+// so none waits forever. At most maxSequences run at once. When the pool is full, the newest
+// request is preempted (its sequence released and its tokens recomputed later), as vLLM does; a
+// request that cannot fit even alone is refused before it produces a token.
 //
 // Lifecycle: the step loop runs while any request is active or waiting and decides to stop in
 // the same synchronous turn in which it clears its running flag, so a request submitted at any
@@ -21,10 +24,24 @@ interface Active {
   /** Every token fed so far (for recomputation after preemption). */
   fed: number[];
   arrival: number;
+  /** Steps this request waited for admission while others were admitted (the aging rule). */
+  passedOver: number;
+  submittedAt: number;
 }
+
+interface StepEntry {
+  a: Active;
+  tokens: number[];
+  last: boolean;
+}
+
+/** A waiting prompt passed over this many times is admitted before any other. */
+export const AGE_STEPS = 8;
 
 export interface SchedulerOptions {
   maxBatchTokens: number;
+  /** Most requests holding a sequence at once. */
+  maxSequences: number;
   vocabSize: number;
   /** KV pages in the pool and tokens per page (for the fit-alone check). */
   kvPages: number;
@@ -44,6 +61,16 @@ export interface SchedulerStats {
   preemptions: number;
   /** Forward steps run since the model was loaded. */
   steps: number;
+  /** Tokens fed since the model was loaded: prompt (and recomputed) tokens, and decode tokens. */
+  promptTokens: number;
+  decodeTokens: number;
+  /**
+   * Token slots a padded batch (every sequence of a step padded to its longest chunk) would have
+   * computed on top of these, summed over the steps: the work packing avoided.
+   */
+  paddingAvoided: number;
+  /** Mean time from submit to first admission, in ms, over the requests admitted so far. */
+  meanQueueWaitMs: number;
 }
 
 export class Scheduler {
@@ -59,6 +86,11 @@ export class Scheduler {
   #freePages: number;
   #preemptions = 0;
   #steps = 0;
+  #promptTokens = 0;
+  #decodeTokens = 0;
+  #paddingAvoided = 0;
+  #admitted = 0;
+  #queueWaitMs = 0;
 
   constructor(native: NativeModel, opts: SchedulerOptions) {
     this.#native = native;
@@ -77,10 +109,11 @@ export class Scheduler {
           `(raise kvPages when loading the model, or lower maxTokens)`,
       );
     }
-    this.#waiting.push({ req, seq: -1, fed: [], arrival: this.#arrivals++ });
+    this.#waiting.push({ req, seq: -1, fed: [], arrival: this.#arrivals++, passedOver: 0, submittedAt: performance.now() });
     if (!this.#looping) {
       this.#looping = true;
-      this.#loopDone = this.#loop();
+      // Start on the next microtask, so a burst submitted in one turn shares the first step.
+      this.#loopDone = Promise.resolve().then(() => this.#loop());
     }
   }
 
@@ -92,6 +125,10 @@ export class Scheduler {
       kvPages: this.#opts.kvPages,
       preemptions: this.#preemptions,
       steps: this.#steps,
+      promptTokens: this.#promptTokens,
+      decodeTokens: this.#decodeTokens,
+      paddingAvoided: this.#paddingAvoided,
+      meanQueueWaitMs: this.#admitted ? this.#queueWaitMs / this.#admitted : 0,
     };
   }
 
@@ -140,15 +177,15 @@ export class Scheduler {
 
   async #step(): Promise<void> {
     for (const a of [...this.#active, ...this.#waiting]) if (a.req.aborted()) this.#finish(a);
-    // Admit waiting requests in arrival order (preempted ones were put back at the front).
-    while (this.#waiting.length > 0) {
-      const a = this.#waiting.shift() as Active;
-      a.seq = this.#native.createSequence();
-      this.#active.push(a);
-    }
-    if (this.#active.length === 0) return;
+    if (this.#active.length === 0 && this.#waiting.length === 0) return;
     const step = this.#plan();
     if (step.length === 0) return; // everything was preempted or failed; re-plan
+    let longest = 0;
+    for (const s of step) {
+      longest = Math.max(longest, s.tokens.length);
+      if (s.tokens.length === 1 && s.a.fed.length > 0 && s.last) this.#decodeTokens++;
+      else this.#promptTokens += s.tokens.length;
+    }
     const tokens: number[] = [];
     const rows: number[] = [];
     const wanted: number[] = []; // rows per entry of the step
@@ -171,6 +208,7 @@ export class Scheduler {
       return;
     } finally {
       this.#steps++;
+      this.#paddingAvoided += step.length * longest - tokens.length;
     }
     this.#freePages = this.#native.freePages();
     // Closed while the step ran: close() ends every request with its error; deliver nothing more.
@@ -196,10 +234,13 @@ export class Scheduler {
     });
   }
 
-  /** Chooses this step's tokens per request, preempting requests when the pages run out. */
-  #plan(): { a: Active; tokens: number[]; last: boolean }[] {
+  /**
+   * Chooses this step's tokens: the running requests' (decode first), then admissions from the
+   * waiting queue into the budget and pages left; preempts running requests when the pages run out.
+   */
+  #plan(): StepEntry[] {
     for (;;) {
-      const step: { a: Active; tokens: number[]; last: boolean }[] = [];
+      const step: StepEntry[] = [];
       let budget = this.#opts.maxBatchTokens;
       // Decoding requests (one pending token) first: they keep latency low.
       const order = [...this.#active].sort((x, y) => (x.req.pending.length === 1 ? 0 : 1) - (y.req.pending.length === 1 ? 0 : 1) || x.arrival - y.arrival);
@@ -209,17 +250,20 @@ export class Scheduler {
         step.push({ a, tokens: a.req.pending.slice(0, n), last: n === a.req.pending.length });
         budget -= n;
       }
-      const need = this.#native.pagesNeeded(
-        Int32Array.from(step.map((s) => s.a.seq)),
-        Int32Array.from(step.map((s) => s.tokens.length)),
-      );
-      if (need <= this.#native.freePages()) return step;
+      const need = step.length
+        ? this.#native.pagesNeeded(Int32Array.from(step.map((s) => s.a.seq)), Int32Array.from(step.map((s) => s.tokens.length)))
+        : 0;
+      const free = this.#native.freePages();
+      if (need <= free) {
+        this.#admit(step, budget, free - need);
+        return step;
+      }
       // Not enough pages: preempt the newest request (recompute it later). submit() refused any
       // request that cannot fit alone, so the oldest one always makes progress.
       const victim = [...this.#active].sort((x, y) => y.arrival - x.arrival)[0];
       if (this.#active.length === 1) {
         // Unreachable while submit() checks maxLength; kept so a wrong bound fails loudly, not silently.
-        this.#finish(victim, new OutOfPagesError(`out of KV pages: the step needs ${need} pages but only ${this.#native.freePages()} are free`));
+        this.#finish(victim, new OutOfPagesError(`out of KV pages: the step needs ${need} pages but only ${free} are free`));
         return [];
       }
       this.#native.releaseSequence(victim.seq);
@@ -227,9 +271,49 @@ export class Scheduler {
       victim.seq = -1;
       victim.req.pending.unshift(...victim.fed);
       victim.fed = [];
+      victim.passedOver = AGE_STEPS; // back first once there is room
       this.#active = this.#active.filter((x) => x !== victim);
       this.#waiting.unshift(victim);
       this.#freePages = this.#native.freePages();
     }
+  }
+
+  /** Admits waiting prompts into `step` (best-fit-decreasing with aging) within `budget` tokens and `pages`. */
+  #admit(step: StepEntry[], budget: number, pages: number): void {
+    const P = this.#opts.pageSize;
+    let slots = this.#opts.maxSequences - this.#active.length;
+    const chosen = new Set<Active>();
+    const take = (a: Active, n: number) => {
+      a.seq = this.#native.createSequence();
+      this.#active.push(a);
+      const now = performance.now();
+      if (a.fed.length === 0 && a.submittedAt >= 0) {
+        this.#admitted++;
+        this.#queueWaitMs += now - a.submittedAt;
+        a.submittedAt = -1; // counted once, even if preempted later
+      }
+      step.push({ a, tokens: a.req.pending.slice(0, n), last: n === a.req.pending.length });
+      chosen.add(a);
+      budget -= n;
+      pages -= Math.ceil(n / P);
+      slots--;
+    };
+    const room = () => Math.min(budget, pages * P); // most tokens a new sequence can take now
+    // Aged requests first, in arrival order, chunked if need be.
+    for (const a of this.#waiting) {
+      if (slots <= 0 || room() <= 0) break;
+      if (a.passedOver >= AGE_STEPS) take(a, Math.min(a.req.pending.length, room()));
+    }
+    // Best fit decreasing: the longest prompts that fit whole.
+    const byLength = this.#waiting.filter((a) => !chosen.has(a)).sort((x, y) => y.req.pending.length - x.req.pending.length || x.arrival - y.arrival);
+    for (const a of byLength) {
+      if (slots <= 0 || room() <= 0) break;
+      if (a.req.pending.length <= room()) take(a, a.req.pending.length);
+    }
+    // What budget is left goes to a chunk of the oldest prompt still waiting (long prompts chunk).
+    const oldest = this.#waiting.find((a) => !chosen.has(a));
+    if (oldest && slots > 0 && room() > 0) take(oldest, Math.min(oldest.req.pending.length, room()));
+    this.#waiting = this.#waiting.filter((a) => !chosen.has(a));
+    if (chosen.size > 0) for (const a of this.#waiting) a.passedOver++;
   }
 }
