@@ -1,13 +1,14 @@
 #!/usr/bin/env node
-// The tessera command line: generate, serve (an OpenAI-compatible HTTP server), inspect, tokenize,
-// demo (the embedded model, no download, no GPU) and doctor (which binary loaded, CPU features,
-// CUDA devices and why).
+// The tessera command line: generate, serve (an OpenAI-compatible HTTP server), bench (throughput
+// and latency on this machine), inspect, tokenize, demo (the embedded model, no download, no GPU)
+// and doctor (which binary loaded, CPU features, CUDA devices and why).
 //
 // Exit codes: 0 success, 1 failure (missing or unreadable model file, not a GGUF, a native error),
 // 2 usage error (unknown command or option, a missing or invalid argument); usage errors print
 // the command's usage on stderr. Messages name options as they were typed (-n or --max-tokens).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { formatBench, runBench } from './bench';
 import { runDemo } from './demo';
 import { chatPromptTokens, NoChatTemplateError } from './chat';
 import { createServer } from './server';
@@ -47,6 +48,8 @@ const OPTIONS = {
   apiKey: { flags: ['--api-key'], value: true },
   maxQueue: { flags: ['--max-queue'], value: true },
   kvPages: { flags: ['--kv-pages'], value: true },
+  promptTokens: { flags: ['--prompt-tokens'], value: true },
+  concurrency: { flags: ['--concurrency'], value: true },
   json: { flags: ['--json'], value: false },
   ops: { flags: ['--ops'], value: false },
   help: { flags: ['-h', '--help'], value: false },
@@ -107,6 +110,20 @@ const COMMANDS: Record<string, CommandSpec> = {
     options: ['model', 'host', 'port', 'apiKey', 'maxQueue', 'context', 'threads', 'kvPages', 'chatTemplate'],
     positionals: [],
     run: serve,
+  },
+  bench: {
+    usage: `  tessera bench [-m FILE] [--prompt-tokens N] [-n N] [--concurrency 1,4,16] [--threads N] [--json]
+      Throughput and latency on this machine: prefill tokens/s, then decode tokens/s and time to
+      first token with 1..N sequences at once. Without -m it measures the embedded model.`,
+    details: `      -m, --model FILE      the GGUF model (default: the embedded stories260K)
+      --prompt-tokens N     prompt length of the prefill case (default 512, or the context less one)
+      -n, --max-tokens N    tokens each sequence generates in the decode cases (default 64)
+      --concurrency LIST    comma-separated counts of concurrent sequences (default 1,4,16)
+      --threads N           CPU threads (default: all cores)
+      --json                one JSON object with every row instead of the table`,
+    options: ['model', 'promptTokens', 'maxTokens', 'concurrency', 'threads', 'json'],
+    positionals: [],
+    run: bench,
   },
   inspect: {
     usage: `  tessera inspect FILE [--json]
@@ -542,6 +559,41 @@ async function demo(args: Args): Promise<void> {
     results.forEach((x, i) => out(`\n- ${prompts[i]}${x.text}\n`));
     out(`\n[${prompts.length} requests, ${total} tokens in ${ms.toFixed(0)} ms: ${((total * 1000) / ms).toFixed(0)} tokens/s together]\n`);
   } finally {
+    await model.dispose();
+  }
+}
+
+async function bench(args: Args): Promise<void> {
+  const file = args.string('model') ?? demoModelPath;
+  const genTokens = args.int('maxTokens', 1, 1 << 16) ?? 64;
+  const rawList = args.string('concurrency') ?? '1,4,16';
+  const concurrency = rawList.split(',').map((x) => (/^\s*\d+\s*$/.test(x) ? Number(x) : NaN));
+  if (!concurrency.every((c) => Number.isSafeInteger(c) && c >= 1 && c <= 4096)) {
+    throw new UsageError(`${args.flag('concurrency')} must be a comma-separated list of integers in [1, 4096], got ${JSON.stringify(rawList)}`, args.command);
+  }
+  const decodePrompt = 32;
+  const gguf = readGguf(file);
+  const arch = String(gguf.metadata['general.architecture'] ?? '');
+  const trained = Number(gguf.metadata[`${arch}.context_length`] ?? 0) || 4096;
+  const promptTokens = args.int('promptTokens', 1, 1 << 20) ?? Math.min(512, trained - 1);
+  const contextSize = Math.min(trained, Math.max(promptTokens + 1, decodePrompt + genTokens));
+  if (promptTokens + 1 > trained) throw new UsageError(`${args.flag('promptTokens')} must be below the model's context (${trained}), got ${promptTokens}`, args.command);
+  if (decodePrompt + genTokens > trained) throw new UsageError(`${args.flag('maxTokens')} must be at most ${trained - decodePrompt} for this model, got ${genTokens}`, args.command);
+  // Pages for every decode sequence at once, so the figures measure batching, not preemption.
+  const kvPages = Math.max(Math.ceil(contextSize / 16), Math.max(...concurrency) * Math.ceil((decodePrompt + genTokens) / 16));
+  const model = await load(file, { threads: args.int('threads', 0, 1024), contextSize, kvPages, maxSequences: Math.max(...concurrency) });
+  const bar = new ProgressBar('bench');
+  try {
+    const rows = await runBench(model, { promptTokens, genTokens, decodePromptTokens: decodePrompt, concurrency, onProgress: (f, label) => bar.update(f, label) });
+    bar.done();
+    const info = nativeInfo();
+    if (args.bool('json')) {
+      out(`${JSON.stringify({ model: file, device: model.info.device, isa: info.isa, threads: model.info.threads, rows })}\n`);
+    } else {
+      out(`${path.basename(file)}: ${model.info.device}, ${info.isa} kernels, ${model.info.threads} thread${model.info.threads === 1 ? "" : "s"}\n${formatBench(rows)}\n`);
+    }
+  } finally {
+    bar.done();
     await model.dispose();
   }
 }

@@ -61,13 +61,13 @@ describe('version and help', () => {
   });
 
   it('COMMAND --help / -h / help COMMAND print that command usage and exit 0 without running it', () => {
-    for (const command of ['generate', 'inspect', 'tokenize', 'demo', 'doctor']) {
+    for (const command of ['generate', 'bench', 'inspect', 'tokenize', 'demo', 'doctor']) {
       const r = cli(command, '--help');
       expect(r.status, command).toBe(0);
       expect(r.stderr).toBe('');
       expect(r.stdout).toMatch(new RegExp(`^Usage:\\n  tessera ${command}`));
       // Only that command.
-      for (const other of ['generate', 'inspect', 'tokenize', 'demo', 'doctor']) {
+      for (const other of ['generate', 'bench', 'inspect', 'tokenize', 'demo', 'doctor']) {
         if (other !== command) expect(r.stdout).not.toContain(`tessera ${other}`);
       }
       expect(cli(command, '-h').stdout).toBe(r.stdout);
@@ -208,6 +208,32 @@ describe('demo', () => {
   });
 });
 
+describe('bench', () => {
+  it('prints a table of prefill and decode rows for the embedded model', () => {
+    const r = cli('bench', '--threads', '1', '--prompt-tokens', '64', '-n', '8', '--concurrency', '1,3');
+    expect(r.status, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines[0]).toMatch(/^stories260K-q8_0\.gguf: cpu, \w+ kernels, 1 thread$/);
+    expect(lines[1]).toMatch(/^case\s+sequences\s+prompt\s+generated\s+tokens\/s\s+TTFT mean ms\s+TTFT max ms$/);
+    expect(lines.slice(2).map((l) => l.split(/\s+/).slice(0, 4))).toEqual([
+      ['prefill', '1', '64', '1'],
+      ['decode', '1', '32', '8'],
+      ['decode', '3', '32', '8'],
+    ]);
+  });
+
+  it('--json gives every row with positive rates', () => {
+    const r = cli('bench', '-m', MODEL, '--threads', '1', '--prompt-tokens', '32', '-n', '4', '--concurrency', '2', '--json');
+    expect(r.status, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout) as { rows: { case: string; sequences: number; tokensPerSecond: number; ttftMeanMs: number }[] };
+    expect(j.rows.map((x) => [x.case, x.sequences])).toEqual([['prefill', 1], ['decode', 2]]);
+    for (const row of j.rows) {
+      expect(row.tokensPerSecond).toBeGreaterThan(0);
+      expect(row.ttftMeanMs).toBeGreaterThan(0);
+    }
+  });
+});
+
 describe('usage errors: exit 2, the message names the option as typed, then the command usage', () => {
   const gen = ['generate', '-m', MODEL, '-p', PROMPT];
   const cases: [string, string[], string, string][] = [
@@ -235,6 +261,8 @@ describe('usage errors: exit 2, the message names the option as typed, then the 
     ['tokenize without -m', ['tokenize', 'hi'], 'tokenize needs -m FILE', 'tokenize'],
     ['demo --threads -1', ['demo', '--threads', '-1'], '--threads must be an integer >= 0, got "-1"', 'demo'],
     ['doctor --json=1', ['doctor', '--json=1'], '--json takes no value', 'doctor'],
+    ['bench --concurrency 0', ['bench', '--concurrency', '0'], '--concurrency must be a comma-separated list of integers in [1, 4096], got "0"', 'bench'],
+    ['bench --prompt-tokens past the context', ['bench', '--prompt-tokens', '512'], "--prompt-tokens must be below the model's context (512), got 512", 'bench'],
   ];
   it.each(cases)('%s', (_, args, message, command) => {
     const r = cli(...args);
