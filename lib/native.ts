@@ -3,6 +3,7 @@
 // TESSERA_DEVICE=cpu|cuda|auto overrides the choice. Nothing is built or downloaded here.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { ResolvedSamplingOptions } from './sampling';
 
 /** Where the package lives (dist/.. when compiled). */
 export const PACKAGE_ROOT = path.resolve(__dirname, '..');
@@ -42,6 +43,74 @@ export interface NativeInfo {
 }
 
 type Args = Record<string, unknown>;
+
+/**
+ * ResolvedSamplingOptions (lib/sampling.ts) as the native sampler reads them: the logit bias as
+ * two parallel arrays (see nativeSamplingOptions). Validated again natively (RangeError naming
+ * the option).
+ */
+export interface NativeSamplingOptions {
+  temperature: number;
+  topK: number;
+  topP: number;
+  minP: number;
+  repeatPenalty: number;
+  presencePenalty: number;
+  frequencyPenalty: number;
+  penaltyLastN: number;
+  biasIds?: Int32Array;
+  biasValues?: Float64Array;
+}
+
+/** ResolvedSamplingOptions -> NativeSamplingOptions (the seed is not part of it: see rngStates). */
+export function nativeSamplingOptions(o: ResolvedSamplingOptions): NativeSamplingOptions {
+  return {
+    temperature: o.temperature,
+    topK: o.topK,
+    topP: o.topP,
+    minP: o.minP,
+    repeatPenalty: o.repeatPenalty,
+    presencePenalty: o.presencePenalty,
+    frequencyPenalty: o.frequencyPenalty,
+    penaltyLastN: o.penaltyLastN,
+    biasIds: Int32Array.from(o.logitBias.keys()),
+    biasValues: Float64Array.from(o.logitBias.values()),
+  };
+}
+
+/**
+ * What to sample natively from n rows of logits, each with its own options, history and
+ * generator: the same algorithm as Sampler.sample, so the same row, options, history and
+ * generator state give the same token.
+ */
+export interface NativeSampleRequests {
+  /** One per row. */
+  options: NativeSamplingOptions[];
+  /** One per row (undefined: no history): the tokens so far, read by the penalties (their last penaltyLastN). */
+  histories?: (Int32Array | undefined)[];
+  /** 4 words per row: each row's xoshiro128** state (Rng.getState(); Rng.fromState continues it). */
+  rngStates: Uint32Array;
+  /**
+   * Per row: -1 = the chosen token's logprob is not needed (NaN; greedy then skips the normaliser),
+   * 0 = it is (default), n > 0 = it is, and so are the n most likely tokens of the distribution
+   * sampled from (SampleOptions.logprobs).
+   */
+  logprobs?: Int32Array;
+}
+
+/** The sampled rows, in request order. */
+export interface NativeSampled {
+  /** (n,) the chosen tokens. */
+  tokens: Int32Array;
+  /** (n,) their logprobs under the distribution drawn from (greedy: log-softmax at temperature 1); NaN where logprobs was -1. */
+  logprobs: Float64Array;
+  /** (n + 1,) row i's top tokens are topTokens[topOffsets[i] .. topOffsets[i + 1]), most likely first. */
+  topOffsets: Int32Array;
+  topTokens: Int32Array;
+  topLogprobs: Float64Array;
+  /** (4n,) each row's generator state after its draw (a new array; the input is not changed). */
+  rngStates: Uint32Array;
+}
 
 /** A loaded model in native code (native/napi/model.cc): weights, KV pages, thread pool. */
 export interface NativeModel {
@@ -119,6 +188,13 @@ export interface Addon {
   pagedAttention(a: Args): void;
   kvAppend(a: Args): void;
   convert(a: Args): void;
+  /**
+   * Samples rows of logits natively (synchronously, on the threads set by setThreads): for tests
+   * and benchmarks; a forward step samples on its worker thread. A row whose logits are bad (NaN,
+   * +Infinity, all -Infinity after bias and penalties) or whose history holds an id outside the
+   * vocabulary throws the reference's RangeError, with `row` set to its index.
+   */
+  sampleRows(a: NativeSampleRequests & { logits: Float32Array; vocab: number }): NativeSampled;
   ggufRead(path: string): unknown;
   writeSyntheticModel(path: string, spec: Record<string, unknown>): Promise<number>;
   ggufWrite(path: string, spec: unknown): number;

@@ -239,6 +239,23 @@ export class Rng {
     return (hi * 67108864 + lo) / 9007199254740992;
   }
 
+  /** The state: four 32-bit words (the native sampler's rngStates take and return these). */
+  getState(): Uint32Array {
+    return Uint32Array.of(this.s0, this.s1, this.s2, this.s3);
+  }
+
+  /** A generator continuing from a state getState() returned (four 32-bit words, not all zero). */
+  static fromState(state: ArrayLike<number>): Rng {
+    if (state === null || typeof state !== 'object' || state.length !== 4) {
+      throw badType('Rng.fromState', 'state', 'four 32-bit words', state);
+    }
+    const s = Uint32Array.from(state);
+    if ((s[0] | s[1] | s[2] | s[3]) === 0) throw badRange('Rng.fromState', 'state', 'a state that is not all zero', state);
+    const r = Object.create(Rng.prototype) as Rng;
+    Object.assign(r, { seed: undefined, s0: s[0] | 0, s1: s[1] | 0, s2: s[2] | 0, s3: s[3] | 0 });
+    return r;
+  }
+
   /** An independent copy that continues with the same stream. */
   clone(): Rng {
     const r = Object.create(Rng.prototype) as Rng;

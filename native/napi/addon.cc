@@ -17,6 +17,7 @@
 namespace tessera {
 void register_gguf(Napi::Env env, Napi::Object exports);   // native/napi/gguf.cc
 void register_model(Napi::Env env, Napi::Object exports);  // native/napi/model.cc
+void register_sampling(Napi::Env env, Napi::Object exports);  // native/napi/sampling.cc
 }
 
 namespace {
@@ -385,6 +386,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("convert", Napi::Function::New(env, Convert));
   register_gguf(env, exports);
   register_model(env, exports);
+  register_sampling(env, exports);
   return exports;
 }
 

@@ -1,0 +1,317 @@
+// The native sampler (native/model/sampler.cc through addon.sampleRows) against the reference,
+// lib/sampling.ts's Sampler: greedy identical to argmax; for every option combination on random
+// rows the same token for the same seed, history and options, with logprobs and top-n within
+// 1e-5; generator states carried over exactly; the same tokens on every run and thread count;
+// a chi-square test of native draws against the reference distribution; the same errors.
+import { afterAll, describe, expect, it } from 'vitest';
+import { Rng, Sampler, argmax, validateSamplingOptions, type SamplingOptions } from '../dist/sampling.js';
+import { addon, nativeSamplingOptions, type NativeSampled } from '../dist/native.js';
+
+const native = addon();
+const threadsBefore = native.info().threads;
+afterAll(() => {
+  native.setThreads(threadsBefore);
+});
+
+// Test data from its own generator (mulberry32), independent of the library's Rng.
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** rows x V gaussian logits (sigma), rounded to `quantum` when given (ties), with some -Infinity. */
+function randomRows(seed: number, rows: number, V: number, sigma: number, quantum = 0, banned = 0): Float32Array {
+  const rnd = mulberry32(seed);
+  const out = new Float32Array(rows * V);
+  for (let i = 0; i < out.length; i++) {
+    const g = Math.sqrt(-2 * Math.log(1 - rnd())) * Math.cos(2 * Math.PI * rnd()) * sigma;
+    out[i] = quantum > 0 ? Math.round(g / quantum) * quantum : g;
+    if (rnd() < banned) out[i] = -Infinity;
+  }
+  return out;
+}
+
+function randomHistories(seed: number, rows: number, V: number, len: number): Int32Array[] {
+  const rnd = mulberry32(seed);
+  // Draw from a few hot tokens too, so counts above 1 occur.
+  return Array.from({ length: rows }, () => Int32Array.from({ length: len }, () => (rnd() < 0.3 ? (rnd() * 8) | 0 : (rnd() * V) | 0)));
+}
+
+interface Run {
+  out: NativeSampled;
+  ref: { token: number; logprob: number; top?: { token: number; logprob: number }[] }[];
+  refStates: Uint32Array[];
+}
+
+/** Samples rows natively and with Sampler (row i seeded with seeds[i]), logprobs = topN. */
+function both(logits: Float32Array, V: number, o: SamplingOptions, histories: Int32Array[] | undefined, seeds: number[], topN: number): Run {
+  const rows = seeds.length;
+  const resolved = validateSamplingOptions(o);
+  const rngStates = new Uint32Array(4 * rows);
+  seeds.forEach((s, i) => rngStates.set(new Rng(s).getState(), 4 * i));
+  const out = native.sampleRows({
+    logits,
+    vocab: V,
+    options: Array(rows).fill(nativeSamplingOptions(resolved)),
+    histories,
+    rngStates,
+    logprobs: new Int32Array(rows).fill(topN),
+  });
+  const ref = [];
+  const refStates = [];
+  for (let i = 0; i < rows; i++) {
+    const s = new Sampler({ ...o, seed: seeds[i] }, V);
+    ref.push(s.sample(logits.subarray(i * V, (i + 1) * V), histories?.[i] ?? [], { logprobs: topN }));
+    refStates.push(s.rng.getState());
+  }
+  return { out, ref, refStates };
+}
+
+/** Compares a run; returns the rows whose token differs (logprobs checked on the agreeing rows). */
+function compare(run: Run): number {
+  let differ = 0;
+  const { out, ref, refStates } = run;
+  ref.forEach((r, i) => {
+    expect(Array.from(out.rngStates.subarray(4 * i, 4 * i + 4))).toEqual(Array.from(refStates[i]));
+    if (out.tokens[i] !== r.token) {
+      differ++;
+      return;
+    }
+    expect(Math.abs(out.logprobs[i] - r.logprob)).toBeLessThan(1e-5);
+    const top = r.top ?? [];
+    expect(out.topOffsets[i + 1] - out.topOffsets[i]).toBe(top.length);
+    top.forEach((t, k) => {
+      expect(out.topTokens[out.topOffsets[i] + k]).toBe(t.token);
+      expect(Math.abs(out.topLogprobs[out.topOffsets[i] + k] - t.logprob)).toBeLessThan(1e-5);
+    });
+  });
+  return differ;
+}
+
+describe('native sampler: generator', () => {
+  it('Rng.getState / fromState round-trip and continue the same stream', () => {
+    const a = new Rng(42);
+    a.nextUint32();
+    const b = Rng.fromState(a.getState());
+    for (let i = 0; i < 100; i++) expect(b.nextUint32()).toBe(a.nextUint32());
+    expect(() => Rng.fromState([0, 0, 0, 0])).toThrow(RangeError);
+  });
+
+  it('a draw advances the native state exactly as Rng.nextFloat does (seeds incl. negative and 0)', () => {
+    const seeds = [0, 1, -1, 42, 2 ** 53 - 1, -(2 ** 53 - 1), 123456789];
+    const V = 1;
+    const run = both(new Float32Array(seeds.length * V), V, { temperature: 1 }, undefined, seeds, 0);
+    expect(compare(run)).toBe(0);
+    seeds.forEach((s, i) => {
+      const r = new Rng(s);
+      r.nextFloat();
+      expect(Array.from(run.out.rngStates.subarray(4 * i, 4 * i + 4))).toEqual(Array.from(r.getState()));
+    });
+  });
+});
+
+describe('native sampler: greedy', () => {
+  it('picks argmax (ties to the lowest id, -Infinity, bias to -Infinity) with the reference logprob and top-n', () => {
+    for (const V of [32000, 37]) {
+      for (const [quantum, banned] of [
+        [0, 0],
+        [0.5, 0],
+        [1, 0.3],
+      ]) {
+        const rows = V > 1000 ? 16 : 200;
+        const logits = randomRows(V + quantum * 10 + banned * 100, rows, V, 2, quantum, banned);
+        // Ban the row argmax of every row through logitBias -Infinity: the next best must win.
+        const first = argmax(logits.subarray(0, V));
+        for (const o of [{ temperature: 0 }, { temperature: 0, logitBias: { [first]: -Infinity, 3: 0.5 } }] as SamplingOptions[]) {
+          for (const topN of [-1, 0, 5]) {
+            const seeds = Array.from({ length: rows }, (_, i) => i);
+            const run = both(logits, V, o, undefined, seeds, topN === -1 ? 0 : topN);
+            expect(compare(run)).toBe(0);
+            if (topN === -1) {
+              const fast = native.sampleRows({
+                logits,
+                vocab: V,
+                options: Array(rows).fill(nativeSamplingOptions(validateSamplingOptions(o))),
+                rngStates: run.out.rngStates,
+                logprobs: new Int32Array(rows).fill(-1),
+              });
+              expect(Array.from(fast.tokens)).toEqual(Array.from(run.out.tokens));
+              expect(fast.logprobs.every(Number.isNaN)).toBe(true);
+            }
+            if (o.logitBias === undefined) {
+              for (let i = 0; i < rows; i++) expect(run.out.tokens[i]).toBe(argmax(logits.subarray(i * V, (i + 1) * V)));
+            }
+            // greedy leaves the generator alone
+            seeds.forEach((s, i) => expect(Array.from(run.out.rngStates.subarray(4 * i, 4 * i + 4))).toEqual(Array.from(new Rng(s).getState())));
+          }
+        }
+      }
+    }
+  });
+
+  it('throws the reference errors: NaN, +Infinity, nothing left, a history id out of range', () => {
+    const V = 16;
+    const nat = (row: Float32Array, o: SamplingOptions, history?: Int32Array) => () =>
+      native.sampleRows({
+        logits: row,
+        vocab: V,
+        options: [nativeSamplingOptions(validateSamplingOptions(o))],
+        histories: [history],
+        rngStates: new Rng(1).getState(),
+      });
+    const js = (row: Float32Array, o: SamplingOptions, history?: Int32Array) => () => new Sampler(o, V).sample(row, history ?? []);
+    const message = (f: () => unknown) => {
+      try {
+        f();
+      } catch (e) {
+        expect(e).toBeInstanceOf(RangeError);
+        return (e as Error).message;
+      }
+      throw new Error('no error');
+    };
+    for (const o of [{ temperature: 0 }, { temperature: 1 }, { temperature: 0.7, topK: 3 }, { temperature: 1, topP: 0.5 }] as SamplingOptions[]) {
+      const nan = new Float32Array(V);
+      nan[5] = NaN;
+      expect(message(nat(nan, o))).toBe(message(js(nan, o)));
+      const inf = new Float32Array(V);
+      inf[7] = Infinity;
+      expect(message(nat(inf, o))).toBe(message(js(inf, o)));
+      const dead = new Float32Array(V).fill(-Infinity);
+      dead[2] = 1;
+      const ban = { ...o, logitBias: { 2: -Infinity } };
+      expect(message(nat(dead, ban))).toBe(message(js(dead, ban)));
+      const pen = { ...o, repeatPenalty: 1.1 };
+      expect(message(nat(new Float32Array(V), pen, Int32Array.of(1, 99)))).toBe(message(js(new Float32Array(V), pen, Int32Array.of(1, 99))));
+    }
+  });
+
+  it('rejects bad requests naming the field', () => {
+    const o = nativeSamplingOptions(validateSamplingOptions({}));
+    const base = { logits: new Float32Array(8), vocab: 8, options: [o], rngStates: new Rng(1).getState() };
+    expect(() => native.sampleRows({ ...base, rngStates: new Uint32Array(4) })).toThrow(/all zero/);
+    expect(() => native.sampleRows({ ...base, rngStates: new Uint32Array(3) })).toThrow(/rngStates/);
+    expect(() => native.sampleRows({ ...base, logits: new Float32Array(7) })).toThrow(/logits/);
+    expect(() => native.sampleRows({ ...base, options: [{ ...o, topP: 0 }] })).toThrow(/topP/);
+    expect(() => native.sampleRows({ ...base, options: [{ ...o, biasIds: Int32Array.of(8), biasValues: Float64Array.of(1) }] })).toThrow(
+      /logitBias/,
+    );
+  });
+});
+
+describe('native sampler: stochastic agreement with the reference', () => {
+  const temperatures = [0.6, 1, 1.5];
+  const topKs = [0, 1, 40, 1000];
+  const topPs = [1, 0.95, 0.5];
+  const minPs = [0, 0.1];
+  const penalties: SamplingOptions[] = [
+    {},
+    { repeatPenalty: 1.3, presencePenalty: 0.4, frequencyPenalty: 0.25 },
+    { repeatPenalty: 0.8, penaltyLastN: -1 },
+  ];
+  const biases: SamplingOptions[] = [{}, { logitBias: { 0: -Infinity, 1: 3, 5: -2.5 } }];
+  const combos: SamplingOptions[] = [];
+  for (const temperature of temperatures)
+    for (const topK of topKs)
+      for (const topP of topPs)
+        for (const minP of minPs)
+          for (const p of penalties) for (const b of biases) combos.push({ temperature, topK, topP, minP, ...p, ...b });
+
+  for (const [V, rows, quantum] of [
+    [32000, 8, 0],
+    [48, 40, 0.25],
+  ]) {
+    it(`every option combination (${combos.length}) at vocab ${V}: the same token on >= 99.9% of draws`, () => {
+      let draws = 0;
+      let differ = 0;
+      combos.forEach((o, c) => {
+        const logits = randomRows(1000 + c, rows, V, 2.5, quantum, 0.02);
+        const histories = randomHistories(2000 + c, rows, V, 96);
+        const seeds = Array.from({ length: rows }, (_, i) => c * 1000 + i);
+        differ += compare(both(logits, V, o, histories, seeds, 4));
+        draws += rows;
+      });
+      console.log(`native sampling vs reference, vocab ${V}: ${draws - differ}/${draws} draws agree`);
+      expect((draws - differ) / draws).toBeGreaterThanOrEqual(0.999);
+    }, 120000);
+  }
+});
+
+describe('native sampler: determinism and distribution', () => {
+  it('the same seeds give the same tokens on every run and at 1 and 2 threads', () => {
+    const V = 32000;
+    const rows = 32;
+    const logits = randomRows(7, rows, V, 2.5);
+    const histories = randomHistories(8, rows, V, 64);
+    const options = Array(rows).fill(nativeSamplingOptions(validateSamplingOptions({ temperature: 0.8, topP: 0.95, repeatPenalty: 1.1 })));
+    const rngStates = new Uint32Array(4 * rows);
+    for (let i = 0; i < rows; i++) rngStates.set(new Rng(i).getState(), 4 * i);
+    const runs = [1, 2, 1, 2].map((t) => {
+      native.setThreads(t);
+      return native.sampleRows({ logits, vocab: V, options, histories, rngStates, logprobs: new Int32Array(rows).fill(2) });
+    });
+    for (const r of runs.slice(1)) {
+      expect(Array.from(r.tokens)).toEqual(Array.from(runs[0].tokens));
+      expect(Array.from(r.logprobs)).toEqual(Array.from(runs[0].logprobs));
+      expect(Array.from(r.rngStates)).toEqual(Array.from(runs[0].rngStates));
+    }
+  });
+
+  // Pearson's chi-square against the reference's own distribution (Sampler's logprobs over every
+  // surviving token); bins with fewer than 5 expected draws pooled. Tolerance: fail above the
+  // 0.999 quantile of chi-square(df) (Wilson-Hilferty), i.e. a correct sampler fails 1 time in 1000.
+  it('draws follow the reference distribution (chi-square, p > 0.001) on a small vocabulary', () => {
+    const V = 12;
+    const logits = Float32Array.from({ length: V }, (_, i) => Math.sin(i * 1.7) * 2 + (i === 3 ? 1 : 0));
+    const draws = 20000;
+    for (const o of [{ temperature: 1 }, { temperature: 0.8, topP: 0.9 }, { temperature: 1.3, topK: 6, minP: 0.05 }] as SamplingOptions[]) {
+      const ref = new Sampler({ ...o, seed: 1 }, V).sample(logits, [], { logprobs: V });
+      const p = new Map(ref.top!.map((t) => [t.token, Math.exp(t.logprob)]));
+      const rngStates = new Uint32Array(4 * draws);
+      for (let i = 0; i < draws; i++) rngStates.set(new Rng(10000 + i).getState(), 4 * i);
+      const rows = new Float32Array(V * draws);
+      for (let i = 0; i < draws; i++) rows.set(logits, i * V);
+      const out = native.sampleRows({
+        logits: rows,
+        vocab: V,
+        options: Array(draws).fill(nativeSamplingOptions(validateSamplingOptions(o))),
+        rngStates,
+        logprobs: new Int32Array(draws).fill(-1),
+      });
+      const counts = new Map<number, number>();
+      for (const t of out.tokens) {
+        expect(p.has(t)).toBe(true); // never a truncated token
+        counts.set(t, (counts.get(t) ?? 0) + 1);
+      }
+      let chi2 = 0;
+      let bins = 0;
+      let poolE = 0;
+      let poolO = 0;
+      for (const [t, pt] of p) {
+        const e = pt * draws;
+        const obs = counts.get(t) ?? 0;
+        if (e < 5) {
+          poolE += e;
+          poolO += obs;
+          continue;
+        }
+        chi2 += (obs - e) ** 2 / e;
+        bins++;
+      }
+      if (poolE > 0) {
+        chi2 += (poolO - poolE) ** 2 / poolE;
+        bins++;
+      }
+      const df = Math.max(1, bins - 1);
+      const z = 3.0902; // the 0.999 normal quantile
+      const critical = df * (1 - 2 / (9 * df) + z * Math.sqrt(2 / (9 * df))) ** 3;
+      console.log(`chi-square ${JSON.stringify(o)}: ${chi2.toFixed(2)} on ${df} df (critical ${critical.toFixed(2)})`);
+      expect(chi2).toBeLessThan(critical);
+    }
+  });
+});
