@@ -1,7 +1,8 @@
-// CudaLlama: see tessera/cuda_llama.h. The step mirrors LlamaModel::forward op for op (the CPU model is
-// its reference in native/test/cuda_model_test.cu); differences: the residual add is fused with
-// the following rmsnorm (add_rmsnorm), and activations stay f32 on the device. One stream per
-// model; the only synchronisation is the final copy of the logits.
+// CudaLlama: see tessera/cuda_llama.h. The CUDA backend of the one forward pass (native/model/forward.cc,
+// the Backend interface of native/model/backend.h; the CPU model is its reference in
+// native/test/cuda_model_test.cu). What is its own: the weights and activations in device memory,
+// the step's index arrays uploaded in one copy, one stream per model (the only synchronisation is
+// the final copy of the logits), the choice of attention kernel, and decode steps as CUDA graphs.
 #include "tessera/cuda_llama.h"
 
 #include <algorithm>
@@ -11,9 +12,9 @@
 #include <stdexcept>
 #include <string>
 
+#include "../model/backend.h"
 #include "common.cuh"
 #include "cuda_ops.h"
-#include "model_kernels.h"
 #include "tessera/cuda_api.h"
 
 namespace tessera::cuda {
@@ -71,30 +72,64 @@ size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
 }  // namespace
 
-struct CudaLlama::Impl {
-  struct DevWeight {
-    const void* data = nullptr;  // device
-    DType dtype = DType::F32;
-    int64_t n = 0, k = 0;
-  };
-  struct DevLayer {
-    DevWeight wq, wk, wv, wo, w_gate, w_up, w_down;
-    const float *attn_norm = nullptr, *ffn_norm = nullptr, *bq = nullptr, *bk = nullptr, *bv = nullptr;
-  };
-
+struct CudaLlama::Impl final : public Backend {
   explicit Impl(const LlamaModel& model, int device);
-  ~Impl();
+  ~Impl() override;
   const void* upload(const void* host, size_t bytes, const std::string& what);
-  DevWeight upload_weight(const Weight& w);
+  WeightRef upload_weight(const Weight& w);
   const float* upload_vector(const std::vector<float>& v, const std::string& what);
-  void matmul(const float* x, const DevWeight& w, float* y, int64_t m) const;
-  void ensure_capacity(int64_t tokens, int64_t logit_rows, int64_t seqs, int64_t pages);
-  void forward(KvCache& kv, const ForwardBatch& b, float* logits, int32_t max_seq_len);
+  void ensure_capacity(int64_t tokens, int64_t logit_rows, int64_t seqs, int64_t pages, int64_t ffn_rows,
+                       int64_t mask_words);
+
+  // Backend
+  bool host_memory() const override { return false; }
+  void begin_step(const StepPlan& plan, const ForwardBatch& b, float* host_logits, StepArrays& a,
+                  StepBuffers& m) override;
+  void run(const StepPlan& plan, const PagedKv& layer0, const std::function<void()>& body) override;
+  void finish(float* host_logits, const float* logits, int64_t n) override;
+  void abort() noexcept override { cudaStreamSynchronize(stream_); }
+  void embed(const WeightRef& t, const int32_t* tokens, int64_t n_tokens, float* out) override {
+    cuda::embed(stream_, t.data, t.dtype, t.k, tokens, n_tokens, out);
+  }
+  void matmul(const float* x, int64_t m, int64_t k, const MatmulOut* outs, int count) override {
+    for (int i = 0; i < count; i++) cuda::matmul(stream_, x, outs[i].w->data, outs[i].w->dtype, outs[i].y, m, outs[i].w->n, k);
+  }
+  void add_bias(float* y, const float* bias, int64_t rows, int64_t n) override { cuda::add_bias(stream_, y, bias, rows, n); }
+  void rmsnorm(const float* x, const float* weight, float* y, int64_t rows, int64_t n, float eps) override {
+    cuda::rmsnorm(stream_, x, weight, y, rows, n, eps);
+  }
+  void add_rmsnorm(float* x, const float* y, const float* weight, float* xn, int64_t rows, int64_t n,
+                   float eps) override {
+    cuda::add_rmsnorm(stream_, x, y, weight, xn, rows, n, eps);
+  }
+  void rope(float* x, const int32_t* positions, int64_t tokens, int32_t heads, int32_t head_dim,
+            const RopeParams& p) override {
+    cuda::rope(stream_, x, positions, tokens, heads, head_dim, p);
+  }
+  void swiglu(const float* gate, const float* up, float* y, int64_t n) override { cuda::swiglu(stream_, gate, up, y, n); }
+  void kv_append(const float* k, const float* v, const int32_t* bidx, const int32_t* slots, int64_t tokens,
+                 const PagedKv& kv) override {
+    cuda::kv_append(stream_, k, v, bidx, slots, tokens, kv);
+  }
+  void attention(const float* q, const float* k, const float* v, const int32_t* qo, const PagedKv& kv,
+                 const TreeMask* tree, float* o, const AttnShape& s, const StepPlan& plan) override;
+  void gather_rows(const float* x, const int32_t* rows, int64_t n_rows, int64_t n, float* out) override {
+    cuda::gather_rows(stream_, x, rows, n_rows, n, out);
+  }
+  void scatter_add_rows(float* x, const float* y, const int32_t* rows, int64_t n_rows, int64_t n) override {
+    cuda::scatter_add_rows(stream_, x, y, rows, n_rows, n);
+  }
+  void top_k_rows(const float* x, int64_t rows, int64_t n, int k, int32_t* idx, float* val) override {
+    cuda::top_k_rows(stream_, x, rows, n, k, idx, val);
+  }
+  void argmax_rows(const float* x, int64_t rows, int64_t n, int32_t* idx, float* val) override {
+    cuda::argmax_rows(stream_, x, rows, n, idx, val);
+  }
 
   // The step's device arrays, at offsets fixed by the capacities (so a captured graph stays valid
   // while the capacities do).
   struct Ints {
-    int32_t *tokens, *pos, *bidx, *qo, *indptr, *indices, *last, *rows;
+    int32_t *tokens, *pos, *slot, *bidx, *qo, *indptr, *last, *tree_indptr, *indices, *rows, *ffn_rows, *mask;
   };
   Ints ints_at(int32_t* base) const;
   size_t ints_count() const;
@@ -123,19 +158,17 @@ struct CudaLlama::Impl {
   cudaStream_t stream_ = nullptr;
   std::vector<DeviceBuffer> owned_;  // every weight and norm vector
   int64_t weight_bytes_ = 0;
-  DevWeight tok_embd_, output_;
-  const float* output_norm_ = nullptr;
-  std::vector<DevLayer> layers_;
+  ModelWeights weights_;  // device pointers
 
   // Per-step memory, grown on demand and reused: activations, the step's index arrays (device and
   // a pinned host staging copy, uploaded with one copy) and the logits.
   DeviceBuffer act_, ints_;
   int32_t* host_ints_ = nullptr;
   size_t host_ints_bytes_ = 0;
-  int64_t cap_int_tokens_ = 0, cap_int_rows_ = 0;
+  int64_t cap_int_tokens_ = 0, cap_int_rows_ = 0, cap_ffn_ = 0, cap_mask_words_ = 0;
   int64_t cap_tokens_ = 0, cap_rows_ = 0, cap_seqs_ = 0, cap_pages_ = 0;
+  int64_t graph_rows_ = 0;     // this step's logit rows (for the decode graph's key)
 };
-
 
 CudaLlama::Impl::Impl(const LlamaModel& model, int device) : cfg_(model.config()) {
   const CudaProbe probe = cuda_probe();
@@ -155,13 +188,13 @@ CudaLlama::Impl::Impl(const LlamaModel& model, int device) : cfg_(model.config()
   stream_ref_ = make_stream(device_);
   stream_ = stream_ref_.get();
   try {
-    tok_embd_ = upload_weight(model.token_embedding());
-    output_ = model.output().data == model.token_embedding().data ? tok_embd_ : upload_weight(model.output());
-    output_norm_ = upload_vector(model.output_norm(), "output_norm.weight");
+    weights_.tok_embd = upload_weight(model.token_embedding());
+    weights_.output = model.output().data == model.token_embedding().data ? weights_.tok_embd : upload_weight(model.output());
+    weights_.output_norm = upload_vector(model.output_norm(), "output_norm.weight");
     int li = 0;
     for (const LlamaLayer& L : model.layers()) {
       const std::string p = "blk." + std::to_string(li++) + ".";
-      DevLayer dl;
+      LayerWeights dl;
       dl.wq = upload_weight(L.wq), dl.wk = upload_weight(L.wk), dl.wv = upload_weight(L.wv);
       dl.wo = upload_weight(L.wo), dl.w_gate = upload_weight(L.w_gate), dl.w_up = upload_weight(L.w_up);
       dl.w_down = upload_weight(L.w_down);
@@ -172,7 +205,7 @@ CudaLlama::Impl::Impl(const LlamaModel& model, int device) : cfg_(model.config()
         dl.bk = upload_vector(L.bk, p + "attn_k.bias");
         dl.bv = upload_vector(L.bv, p + "attn_v.bias");
       }
-      layers_.push_back(dl);
+      weights_.layers.push_back(dl);
     }
     // The uploads ran on the legacy stream and may still be in flight; the model's stream does
     // not wait for that stream.
@@ -211,8 +244,8 @@ const void* CudaLlama::Impl::upload(const void* host, size_t bytes, const std::s
   return owned_.back().get();
 }
 
-CudaLlama::Impl::DevWeight CudaLlama::Impl::upload_weight(const Weight& w) {
-  DevWeight d;
+WeightRef CudaLlama::Impl::upload_weight(const Weight& w) {
+  WeightRef d;
   d.dtype = w.dtype, d.n = w.n, d.k = w.k;
   d.data = upload(w.data, (size_t)dtype_bytes(w.dtype, w.n * w.k), w.name);
   return d;
@@ -236,15 +269,11 @@ std::unique_ptr<KvCache> CudaLlama::make_cache(int32_t num_pages, int32_t page_s
   return std::make_unique<KvCache>(c, std::make_unique<DeviceKvStorage>(c, m.stream_ref_));
 }
 
-void CudaLlama::Impl::matmul(const float* x, const DevWeight& w, float* y, int64_t m) const {
-  cuda::matmul(stream_, x, w.data, w.dtype, y, m, w.n, w.k);
-}
-
-void CudaLlama::Impl::ensure_capacity(int64_t T, int64_t R, int64_t S, int64_t P) {
+void CudaLlama::Impl::ensure_capacity(int64_t T, int64_t R, int64_t S, int64_t P, int64_t FR, int64_t MW) {
   if (T > cap_tokens_ || R > cap_rows_) {
     const int64_t t = std::max(T, cap_tokens_), r = std::max(R, cap_rows_);
     const int64_t E = cfg_.n_embd, Q = (int64_t)cfg_.n_head * cfg_.head_dim, KV = (int64_t)cfg_.n_head_kv * cfg_.head_dim;
-    const size_t floats = round_up(t * E, 64) * 3 + round_up(t * Q, 64) * 2 + round_up(t * KV, 64) * 2 +
+    const size_t floats = round_up(t * E, 64) * 4 + round_up(t * Q, 64) * 2 + round_up(t * KV, 64) * 2 +
                           round_up(t * (int64_t)cfg_.n_ff, 64) * 2 + round_up(r * E, 64) +
                           round_up(r * (int64_t)cfg_.n_vocab, 64);
     act_.reset();
@@ -258,12 +287,15 @@ void CudaLlama::Impl::ensure_capacity(int64_t T, int64_t R, int64_t S, int64_t P
     cap_tokens_ = t, cap_rows_ = r;
     layout_gen_++;
   }
-  if (T > cap_int_tokens_ || R > cap_int_rows_ || S > cap_seqs_ || P > cap_pages_ || host_ints_ == nullptr) {
+  if (T > cap_int_tokens_ || R > cap_int_rows_ || S > cap_seqs_ || P > cap_pages_ || FR > cap_ffn_ ||
+      MW > cap_mask_words_ || host_ints_ == nullptr) {
     // grow with headroom: decode steps add a page now and then
     cap_int_tokens_ = std::max<int64_t>(T, cap_int_tokens_);
     cap_int_rows_ = std::max<int64_t>(R, cap_int_rows_);
     cap_seqs_ = std::max<int64_t>(S, cap_seqs_);
     cap_pages_ = std::max<int64_t>(P + P / 2 + 64, cap_pages_);
+    cap_ffn_ = std::max<int64_t>(FR, cap_ffn_);
+    cap_mask_words_ = std::max<int64_t>(MW, cap_mask_words_);
     const size_t bytes = ints_count() * sizeof(int32_t);
     ints_.reset();
     if (host_ints_ != nullptr) cudaFreeHost(host_ints_);
@@ -276,7 +308,7 @@ void CudaLlama::Impl::ensure_capacity(int64_t T, int64_t R, int64_t S, int64_t P
 }
 
 size_t CudaLlama::Impl::ints_count() const {
-  return (size_t)(3 * cap_int_tokens_ + 3 * (cap_seqs_ + 1) + cap_pages_ + cap_int_rows_);
+  return (size_t)(4 * cap_int_tokens_ + 4 * (cap_seqs_ + 1) + cap_pages_ + cap_int_rows_ + cap_ffn_ + cap_mask_words_);
 }
 
 CudaLlama::Impl::Ints CudaLlama::Impl::ints_at(int32_t* base) const {
@@ -287,164 +319,140 @@ CudaLlama::Impl::Ints CudaLlama::Impl::ints_at(int32_t* base) const {
     p += n;
     return r;
   };
-  a.tokens = take(cap_int_tokens_), a.pos = take(cap_int_tokens_), a.bidx = take(cap_int_tokens_);
+  a.tokens = take(cap_int_tokens_), a.pos = take(cap_int_tokens_), a.slot = take(cap_int_tokens_);
+  a.bidx = take(cap_int_tokens_);
   a.qo = take(cap_seqs_ + 1), a.indptr = take(cap_seqs_ + 1), a.last = take(cap_seqs_ + 1);
-  a.indices = take(cap_pages_), a.rows = take(cap_int_rows_);
+  a.tree_indptr = take(cap_seqs_ + 1);
+  a.indices = take(cap_pages_), a.rows = take(cap_int_rows_), a.ffn_rows = take(cap_ffn_);
+  a.mask = take(cap_mask_words_);
   return a;
 }
 
-void CudaLlama::Impl::forward(KvCache& kv, const ForwardBatch& b, float* logits, int32_t max_seq_len) {
+void CudaLlama::Impl::begin_step(const StepPlan& plan, const ForwardBatch& b, float*, StepArrays& sa,
+                                 StepBuffers& m) {
+  const int64_t T = b.n_tokens, R = b.n_logit_rows, S = b.n_seqs, E = cfg_.n_embd, D = cfg_.head_dim;
+  const int64_t Hq = cfg_.n_head, Hkv = cfg_.n_head_kv, F = cfg_.n_ff, V = cfg_.n_vocab;
+  const int64_t mask_bytes = plan.has_tree ? b.tree_mask_len : 0, mask_words = (mask_bytes + 3) / 4;
+  ensure_capacity(T, R, S, (int64_t)plan.indices.size(), (int64_t)plan.ffn_rows.size(), mask_words);
+
+  // The step's index arrays: one upload from pinned memory, at offsets fixed by the capacities.
+  const Ints h = ints_at(host_ints_), d = ints_at(ints_.as<int32_t>());
+  std::memcpy(h.tokens, b.tokens, T * sizeof(int32_t));
+  std::memcpy(h.pos, plan.pos.data(), T * sizeof(int32_t));
+  std::memcpy(h.slot, plan.slot.data(), T * sizeof(int32_t));
+  std::memcpy(h.bidx, plan.bidx.data(), T * sizeof(int32_t));
+  std::memcpy(h.qo, plan.qo.data(), (S + 1) * sizeof(int32_t));
+  std::memcpy(h.indptr, plan.indptr.data(), (S + 1) * sizeof(int32_t));
+  std::memcpy(h.last, plan.last.data(), S * sizeof(int32_t));
+  if (plan.has_tree) {
+    std::memcpy(h.tree_indptr, plan.tree_indptr.data(), (S + 1) * sizeof(int32_t));
+    std::memcpy(h.mask, b.tree_mask, (size_t)mask_bytes);
+  }
+  if (!plan.indices.empty()) std::memcpy(h.indices, plan.indices.data(), plan.indices.size() * sizeof(int32_t));
+  if (R > 0) std::memcpy(h.rows, b.logit_rows, R * sizeof(int32_t));
+  if (!plan.ffn_rows.empty()) std::memcpy(h.ffn_rows, plan.ffn_rows.data(), plan.ffn_rows.size() * sizeof(int32_t));
+  TS_CUDA_CHECK(cudaMemcpyAsync(ints_.get(), host_ints_, ints_count() * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  sa.tokens = d.tokens, sa.pos = d.pos, sa.slot = d.slot, sa.bidx = d.bidx, sa.qo = d.qo, sa.indptr = d.indptr;
+  sa.indices = d.indices, sa.last = d.last, sa.rows = d.rows, sa.ffn_rows = d.ffn_rows;
+  sa.tree = TreeMask{reinterpret_cast<const uint8_t*>(d.mask), d.tree_indptr};
+
+  float* base = act_.as<float>();
+  size_t at = 0;
+  auto take = [&](int64_t n) {
+    float* p = base + at;
+    at += round_up((size_t)n, 64);
+    return p;
+  };
+  const int64_t t = cap_tokens_, r = cap_rows_;  // carve with the capacity used to size act_
+  m.x = take(t * E), m.xn = take(t * E), m.tmp = take(t * E), m.xa = take(t * E);
+  m.q = take(t * Hq * D), m.att = take(t * Hq * D), m.k = take(t * Hkv * D), m.v = take(t * Hkv * D);
+  m.g = take(t * F), m.u = take(t * F), m.xs = take(r * E), m.logits = take(r * V);
+}
+
+// A step in which every sequence starts from nothing (the Prepacking case) attends within the
+// step's own keys; tensor cores need at least a tile's worth of tokens to pay off.
+static bool fresh_step(const StepPlan& plan) { return plan.all_fresh && !plan.has_tree && plan.slot.size() >= 64; }
+
+void CudaLlama::Impl::attention(const float* q, const float* k, const float* v, const int32_t* qo, const PagedKv& kv,
+                                const TreeMask* tree, float* o, const AttnShape& s, const StepPlan& plan) {
+  const int64_t T = (int64_t)plan.slot.size();
+  if (fresh_step(plan)) {  // packed varlen prefill over this step's own K / V
+    varlen_attention_hinted(stream_, q, k, v, o, VarlenBatch{qo, (int32_t)plan.old_len.size()}, s, VarlenHints{T});
+  } else {
+    PagedAttnHints hints;
+    hints.total_q = T, hints.max_kv_len = plan.max_kv_len, hints.max_q_per_seq = plan.max_q_per_seq;
+    paged_attention_hinted(stream_, q, qo, kv, tree, o, s, hints);
+  }
+}
+
+void CudaLlama::Impl::run(const StepPlan& plan, const PagedKv& layer0, const std::function<void()>& body) {
+  // Decode steps replay a graph: ~15 launches per layer cost more than their work at batch 1. A
+  // step with a tree or a skip mask runs eagerly (its shape lives in host-side counts).
+  const bool decode = graphs_ && plan.max_q_per_seq == 1 && !fresh_step(plan) && !plan.has_tree && plan.ffn_count.empty();
+  if (!decode) return body();
+  const int64_t T = (int64_t)plan.slot.size(), S = (int64_t)plan.old_len.size();
+  const AttnShape shape{cfg_.n_head, cfg_.n_head_kv, cfg_.head_dim, 1.0f / std::sqrt((float)cfg_.head_dim)};
+  PagedAttnHints hints;
+  hints.total_q = T, hints.max_kv_len = plan.max_kv_len, hints.max_q_per_seq = plan.max_q_per_seq;
+  const PagedAttnPlan ap = paged_attention_plan(layer0, shape, hints);
+  GraphKey key;
+  key.tokens = T, key.rows = graph_rows_, key.seqs = S, key.layout = layout_gen_, key.splits = ap.splits;
+  key.page_size = layer0.page_size, key.num_pages = layer0.num_pages, key.kv_dtype = (int)layer0.kv_dtype;
+  key.kv = layer0.k_pages;
+  // reserve the scratch now: growing it inside a capture would synchronise the stream
+  key.ws = ap.workspace_bytes > 0 ? stream_workspace(stream_, ap.workspace_bytes) : nullptr;
+  const bool have = graph_ != nullptr && key == graph_key_;
+  const bool seen = key == last_key_;  // capture on the second step with a key: the first one
+  last_key_ = key;                     // ran eagerly (kernel attributes set, caches warm)
+  if (!have && !seen) {
+    body();
+  } else if (!have) {
+    if (graph_ != nullptr) cudaGraphExecDestroy(graph_);
+    graph_ = nullptr;
+    cudaGraph_t g = nullptr;
+    TS_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    try {
+      body();
+    } catch (...) {
+      cudaStreamEndCapture(stream_, &g);
+      if (g != nullptr) cudaGraphDestroy(g);
+      cudaGetLastError();
+      throw;
+    }
+    TS_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+    const cudaError_t err = cudaGraphInstantiate(&graph_, g, 0);
+    cudaGraphDestroy(g);
+    if (err != cudaSuccess) {
+      graph_ = nullptr;
+      throw_cuda_error(err, "cudaGraphInstantiate", __FILE__, __LINE__);
+    }
+    graph_key_ = key;
+    graph_captures_++;
+    TS_CUDA_CHECK(cudaGraphLaunch(graph_, stream_));
+  } else {
+    graph_replays_++;
+    TS_CUDA_CHECK(cudaGraphLaunch(graph_, stream_));
+  }
+}
+
+void CudaLlama::Impl::finish(float* host_logits, const float* logits, int64_t n) {
+  if (n > 0) TS_CUDA_CHECK(cudaMemcpyAsync(host_logits, logits, sizeof(float) * n, cudaMemcpyDeviceToHost, stream_));
+  TS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaLlama::forward(KvCache& kv, const ForwardBatch& b, float* logits, int32_t max_seq_len) {
+  Impl& m = *impl_;
   if (kv.on_host()) throw std::invalid_argument("CudaLlama::forward: the KV cache is in host memory; use make_cache()");
   const KvCacheConfig& kc = kv.config();
-  if (kc.n_layers != cfg_.n_layer || kc.n_kv_heads != cfg_.n_head_kv || kc.head_dim != cfg_.head_dim)
+  if (kc.n_layers != m.cfg_.n_layer || kc.n_kv_heads != m.cfg_.n_head_kv || kc.head_dim != m.cfg_.head_dim)
     throw std::invalid_argument("CudaLlama::forward: the KV cache was made for another model");
-  TS_CUDA_CHECK(cudaSetDevice(device_));
-  const StepPlan plan(kv, b, cfg_.n_vocab, max_seq_len);
-  try {
-    const int64_t T = b.n_tokens, E = cfg_.n_embd, D = cfg_.head_dim, Hq = cfg_.n_head, Hkv = cfg_.n_head_kv;
-    const int64_t F = cfg_.n_ff, V = cfg_.n_vocab, R = b.n_logit_rows, S = b.n_seqs;
-    if (T == 0) return;
-    ensure_capacity(T, R, S, (int64_t)plan.indices.size());
-
-    // The step's index arrays: one upload from pinned memory, at offsets fixed by the capacities.
-    const Ints h = ints_at(host_ints_), d = ints_at(ints_.as<int32_t>());
-    std::memcpy(h.tokens, b.tokens, T * sizeof(int32_t));
-    std::memcpy(h.pos, plan.pos.data(), T * sizeof(int32_t));
-    std::memcpy(h.bidx, plan.bidx.data(), T * sizeof(int32_t));
-    std::memcpy(h.qo, plan.qo.data(), (S + 1) * sizeof(int32_t));
-    std::memcpy(h.indptr, plan.indptr.data(), (S + 1) * sizeof(int32_t));
-    std::memcpy(h.last, plan.last.data(), S * sizeof(int32_t));
-    if (!plan.indices.empty()) std::memcpy(h.indices, plan.indices.data(), plan.indices.size() * sizeof(int32_t));
-    if (R > 0) std::memcpy(h.rows, b.logit_rows, R * sizeof(int32_t));
-    TS_CUDA_CHECK(cudaMemcpyAsync(ints_.get(), host_ints_, ints_count() * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
-
-    float* base = act_.as<float>();
-    size_t at = 0;
-    auto take = [&](int64_t n) {
-      float* p = base + at;
-      at += round_up((size_t)n, 64);
-      return p;
-    };
-    const int64_t t = cap_tokens_, r = cap_rows_;  // carve with the capacity used to size act_
-    float *x = take(t * E), *xn = take(t * E), *tmp = take(t * E);
-    float *q = take(t * Hq * D), *att = take(t * Hq * D), *k = take(t * Hkv * D), *v = take(t * Hkv * D);
-    float *g = take(t * F), *u = take(t * F), *xs = take(r * E), *dlogits = take(r * V);
-
-    const AttnShape shape{(int32_t)Hq, (int32_t)Hkv, (int32_t)D, 1.0f / std::sqrt((float)D)};
-    PagedAttnHints hints;
-    hints.total_q = T;
-    // A step in which every sequence starts from nothing (the Prepacking case) attends within the
-    // step's own keys; tensor cores need at least a tile's worth of tokens to pay off.
-    bool fresh = T >= 64;
-    for (int32_t s = 0; s < S; s++) {
-      fresh = fresh && plan.old_len[s] == 0;
-      hints.max_kv_len = std::max(hints.max_kv_len, plan.old_len[s] + b.seq_n_tokens[s]);
-      hints.max_q_per_seq = std::max(hints.max_q_per_seq, b.seq_n_tokens[s]);
-    }
-    auto layer_kv = [&](size_t l) {
-      PagedKv pk = kv.layer((int32_t)l, plan.indptr, plan.indices, plan.last);  // host tables ...
-      pk.indptr = d.indptr, pk.indices = d.indices, pk.last_page_len = d.last;  // ... on the device
-      return pk;
-    };
-
-    // Everything between the upload and the logits copy: enqueued directly, or captured as a graph.
-    auto run = [&] {
-      embed(stream_, tok_embd_.data, tok_embd_.dtype, E, d.tokens, T, x);
-      rmsnorm(stream_, x, layers_[0].attn_norm, xn, T, E, cfg_.rms_eps);
-      for (size_t l = 0; l < layers_.size(); l++) {
-        const DevLayer& L = layers_[l];
-        matmul(xn, L.wq, q, T);
-        matmul(xn, L.wk, k, T);
-        matmul(xn, L.wv, v, T);
-        if (cfg_.qkv_bias) {
-          add_bias(stream_, q, L.bq, T, Hq * D);
-          add_bias(stream_, k, L.bk, T, Hkv * D);
-          add_bias(stream_, v, L.bv, T, Hkv * D);
-        }
-        rope(stream_, q, d.pos, T, (int32_t)Hq, (int32_t)D, cfg_.rope);
-        rope(stream_, k, d.pos, T, (int32_t)Hkv, (int32_t)D, cfg_.rope);
-        const PagedKv pk = layer_kv(l);
-        kv_append(stream_, k, v, d.bidx, d.pos, T, pk);
-        if (fresh) {  // every sequence starts here: packed varlen prefill over this step's own K / V
-          varlen_attention_hinted(stream_, q, k, v, att, VarlenBatch{d.qo, (int32_t)S}, shape, VarlenHints{T});
-        } else {
-          paged_attention_hinted(stream_, q, d.qo, pk, nullptr, att, shape, hints);
-        }
-        matmul(att, L.wo, tmp, T);
-        add_rmsnorm(stream_, x, tmp, L.ffn_norm, xn, T, E, cfg_.rms_eps);
-        matmul(xn, L.w_gate, g, T);
-        matmul(xn, L.w_up, u, T);
-        swiglu(stream_, g, u, g, T * F);
-        matmul(g, L.w_down, tmp, T);
-        const float* next_norm = l + 1 < layers_.size() ? layers_[l + 1].attn_norm : output_norm_;
-        add_rmsnorm(stream_, x, tmp, next_norm, xn, T, E, cfg_.rms_eps);
-      }
-      if (R > 0) {
-        gather_rows(stream_, xn, d.rows, R, E, xs);  // xn holds the output-normed rows now
-        matmul(xs, output_, dlogits, R);
-      }
-    };
-
-    // Decode steps replay a graph: ~15 launches per layer cost more than their work at batch 1.
-    const bool decode = graphs_ && hints.max_q_per_seq == 1 && !fresh;
-    if (decode) {
-      const PagedAttnPlan ap = paged_attention_plan(layer_kv(0), shape, hints);
-      GraphKey key;
-      key.tokens = T, key.rows = R, key.seqs = S, key.layout = layout_gen_, key.splits = ap.splits;
-      key.page_size = kc.page_size, key.num_pages = kc.num_pages, key.kv_dtype = (int)kc.dtype;
-      key.kv = layer_kv(0).k_pages;
-      // reserve the scratch now: growing it inside a capture would synchronise the stream
-      key.ws = ap.workspace_bytes > 0 ? stream_workspace(stream_, ap.workspace_bytes) : nullptr;
-      const bool have = graph_ != nullptr && key == graph_key_;
-      const bool seen = key == last_key_;  // capture on the second step with a key: the first one
-      last_key_ = key;                     // ran eagerly (kernel attributes set, caches warm)
-      if (!have && !seen) {
-        run();
-      } else if (!have) {
-        if (graph_ != nullptr) cudaGraphExecDestroy(graph_);
-        graph_ = nullptr;
-        cudaGraph_t g = nullptr;
-        TS_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-        try {
-          run();
-        } catch (...) {
-          cudaStreamEndCapture(stream_, &g);
-          if (g != nullptr) cudaGraphDestroy(g);
-          cudaGetLastError();
-          throw;
-        }
-        TS_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
-        const cudaError_t err = cudaGraphInstantiate(&graph_, g, 0);
-        cudaGraphDestroy(g);
-        if (err != cudaSuccess) {
-          graph_ = nullptr;
-          throw_cuda_error(err, "cudaGraphInstantiate", __FILE__, __LINE__);
-        }
-        graph_key_ = key;
-        graph_captures_++;
-        TS_CUDA_CHECK(cudaGraphLaunch(graph_, stream_));
-      } else {
-        graph_replays_++;
-        TS_CUDA_CHECK(cudaGraphLaunch(graph_, stream_));
-      }
-    } else {
-      run();
-    }
-    if (R > 0)
-      TS_CUDA_CHECK(cudaMemcpyAsync(logits, dlogits, sizeof(float) * R * V, cudaMemcpyDeviceToHost, stream_));
-    TS_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  } catch (...) {
-    cudaStreamSynchronize(stream_);
-    plan.rollback(kv, b);
-    throw;
-  }
+  TS_CUDA_CHECK(cudaSetDevice(m.device_));
+  m.graph_rows_ = b.n_logit_rows;
+  forward_step(m, m.cfg_, m.weights_, kv, b, logits, max_seq_len);
 }
 
 CudaLlama::CudaLlama(const LlamaModel& model, int device) : impl_(std::make_unique<Impl>(model, device)) {}
 CudaLlama::~CudaLlama() = default;
-void CudaLlama::forward(KvCache& kv, const ForwardBatch& b, float* logits, int32_t max_seq_len) {
-  impl_->forward(kv, b, logits, max_seq_len);
-}
 const LlamaConfig& CudaLlama::config() const { return impl_->cfg_; }
 int CudaLlama::device() const { return impl_->device_; }
 std::string CudaLlama::device_name() const { return impl_->name_; }

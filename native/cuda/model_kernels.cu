@@ -1,8 +1,8 @@
-// The small kernels of the CUDA model's forward step (the CPU model does these inline):
+// The small kernels of the forward step on CUDA (native/cpu/model_ops.cc holds the CPU versions):
 // embedding lookup with dequantisation, Q/K/V bias, the residual add fused with the next
-// rmsnorm, and the row gather before the output projection. Declared in model_kernels.h.
+// rmsnorm, and the row gather before the output projection. Declared with the op set (ops.h, cuda_ops.h).
 #include "common.cuh"
-#include "model_kernels.h"
+#include "cuda_ops.h"
 
 namespace tessera::cuda {
 namespace {

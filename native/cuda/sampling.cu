@@ -5,7 +5,7 @@
 // Also scatter_add_rows, the inverse of gather_rows for FFN skip routing: only the rows that ran
 // a block add their result back into the residual stream.
 #include "common.cuh"
-#include "model_kernels.h"
+#include "cuda_ops.h"
 
 namespace tessera::cuda {
 namespace {

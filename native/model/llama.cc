@@ -1,5 +1,5 @@
 // LlamaModel: reads the hyper-parameters and weights of a llama / qwen2 GGUF, and runs the
-// forward pass of one packed batch (prefill, decode and mixed steps are the same call).
+// forward pass of one packed batch (native/model/forward.cc) on the CPU backend.
 #include "tessera/llama.h"
 
 #include <algorithm>
@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "../cpu/qmatmul.h"
+#include "cpu_backend.h"
 #include "tessera/check.h"
 #include "tessera/threadpool.h"
 
@@ -180,120 +181,26 @@ std::vector<std::pair<std::string, int>> LlamaModel::weight_types() const {
 
 namespace {
 
-void add_bias(float* y, const std::vector<float>& b, int64_t rows) {
-  const int64_t n = (int64_t)b.size();
-  for (int64_t r = 0; r < rows; r++)
-    for (int64_t i = 0; i < n; i++) y[r * n + i] += b[i];
-}
-
-void add_into(float* x, const float* y, int64_t n) {
-  for (int64_t i = 0; i < n; i++) x[i] += y[i];
-}
+WeightRef ref_of(const Weight& w) { return WeightRef{w.data, w.dtype, w.n, w.k, w.packed.get()}; }
 
 }  // namespace
 
-StepPlan::StepPlan(KvCache& kv, const ForwardBatch& b, int32_t n_vocab, int32_t max_seq_len) {
-  const int64_t T = b.n_tokens, V = n_vocab;
-  if (b.n_seqs < 0 || T < 0) throw_range("forward: negative batch size");
-  int64_t total = 0;
-  for (int32_t s = 0; s < b.n_seqs; s++) {
-    if (b.seq_n_tokens[s] < 1) throw_range("forward: every sequence in a step needs at least one token");
-    if (!kv.has_sequence(b.seq_ids[s])) throw_range("forward: unknown sequence id " + std::to_string(b.seq_ids[s]));
-    const int64_t end = (int64_t)kv.length(b.seq_ids[s]) + b.seq_n_tokens[s];
-    if (end > max_seq_len)
-      throw_range("forward: sequence " + std::to_string(b.seq_ids[s]) + " would reach " + std::to_string(end) +
-                  " tokens, more than the context size (" + std::to_string(max_seq_len) + ")");
-    total += b.seq_n_tokens[s];
-  }
-  if (total != T) throw_range("forward: the sequences' token counts add up to " + std::to_string(total) + ", not " + std::to_string(T));
-  for (int64_t t = 0; t < T; t++)
-    if (b.tokens[t] < 0 || b.tokens[t] >= V)
-      throw_range("forward: token id " + std::to_string(b.tokens[t]) + " at position " + std::to_string(t) +
-                  " is outside the vocabulary [0, " + std::to_string(V) + ")");
-  for (int32_t r = 0; r < b.n_logit_rows; r++)
-    if (b.logit_rows[r] < 0 || b.logit_rows[r] >= T) throw_range("forward: logit row " + std::to_string(b.logit_rows[r]) + " is out of range");
-
-  pos.resize(T), bidx.resize(T), qo.assign(b.n_seqs + 1, 0), old_len.resize(b.n_seqs);
-  for (int32_t s = 0, t = 0; s < b.n_seqs; s++) {
-    old_len[s] = kv.length(b.seq_ids[s]);
-    for (int32_t i = 0; i < b.seq_n_tokens[s]; i++, t++) {
-      pos[t] = old_len[s] + i;
-      bidx[t] = s;
-    }
-    qo[s + 1] = qo[s] + b.seq_n_tokens[s];
-  }
-  kv.grow(b.seq_ids, b.seq_n_tokens, b.n_seqs);  // all or nothing
-  try {
-    kv.page_tables(b.seq_ids, b.n_seqs, indptr, indices, last);
-  } catch (...) {
-    rollback(kv, b);
-    throw;
-  }
-}
-
-void StepPlan::rollback(KvCache& kv, const ForwardBatch& b) const {
-  for (int32_t s = 0; s < b.n_seqs; s++) kv.truncate(b.seq_ids[s], old_len[s]);
-}
-
 void LlamaModel::forward(KvCache& kv, const ForwardBatch& b, float* logits, ThreadPool& pool,
                          int32_t max_seq_len) const {
-  const int64_t T = b.n_tokens, E = cfg_.n_embd, D = cfg_.head_dim, Hq = cfg_.n_head, Hkv = cfg_.n_head_kv;
-  const int64_t F = cfg_.n_ff;
   if (!kv.on_host()) throw_type("forward: this KV cache keeps its pages on a GPU; the CPU model needs a host cache");
-  const StepPlan plan(kv, b, cfg_.n_vocab, max_seq_len);
-  const std::vector<int32_t>&pos = plan.pos, &bidx = plan.bidx, &qo = plan.qo;
-  const std::vector<int32_t>&indptr = plan.indptr, &indices = plan.indices, &last = plan.last;
-  try {
-    // Activations. x (T, E) is the residual stream.
-    std::vector<float> x(T * E), xn(T * E), q(T * Hq * D), k(T * Hkv * D), v(T * Hkv * D), att(T * Hq * D),
-        tmp(T * E), g(T * F), u(T * F);
-    const int64_t emb_row = dtype_bytes(tok_embd_.dtype, E);
-    for (int64_t t = 0; t < T; t++)
-      ref::convert(static_cast<const uint8_t*>(tok_embd_.data) + b.tokens[t] * emb_row, tok_embd_.dtype, &x[t * E],
-                   DType::F32, E);
-
-    const AttnShape shape{(int32_t)Hq, (int32_t)Hkv, (int32_t)D, 1.0f / std::sqrt((float)D)};
-    for (const LlamaLayer& L : layers_) {
-      // attention block
-      cpu::rmsnorm(pool, x.data(), L.attn_norm.data(), xn.data(), T, E, cfg_.rms_eps);
-      const cpu::MatmulJob qkv[3] = {L.wq.job(q.data()), L.wk.job(k.data()), L.wv.job(v.data())};
-      cpu::matmul_multi(pool, xn.data(), T, E, qkv, 3, /*quantize_x=*/true);
-      if (cfg_.qkv_bias) {
-        add_bias(q.data(), L.bq, T);
-        add_bias(k.data(), L.bk, T);
-        add_bias(v.data(), L.bv, T);
-      }
-      cpu::rope(pool, q.data(), pos.data(), T, (int32_t)Hq, (int32_t)D, cfg_.rope);
-      cpu::rope(pool, k.data(), pos.data(), T, (int32_t)Hkv, (int32_t)D, cfg_.rope);
-      const PagedKv pk = kv.layer((int32_t)(&L - layers_.data()), indptr, indices, last);
-      cpu::kv_append(pool, k.data(), v.data(), bidx.data(), pos.data(), T, pk);
-      cpu::paged_attention(pool, q.data(), qo.data(), pk, nullptr, att.data(), shape);
-      const cpu::MatmulJob wo = L.wo.job(tmp.data());
-      cpu::matmul_multi(pool, att.data(), T, Hq * D, &wo, 1, /*quantize_x=*/true);
-      add_into(x.data(), tmp.data(), T * E);
-      // feed-forward block
-      cpu::rmsnorm(pool, x.data(), L.ffn_norm.data(), xn.data(), T, E, cfg_.rms_eps);
-      const cpu::MatmulJob gate_up[2] = {L.w_gate.job(g.data()), L.w_up.job(u.data())};
-      cpu::matmul_multi(pool, xn.data(), T, E, gate_up, 2, /*quantize_x=*/true);
-      cpu::swiglu(pool, g.data(), u.data(), g.data(), T * F);
-      const cpu::MatmulJob down = L.w_down.job(tmp.data());
-      cpu::matmul_multi(pool, g.data(), T, F, &down, 1, /*quantize_x=*/true);
-      add_into(x.data(), tmp.data(), T * E);
-    }
-
-    // logits of the wanted rows only
-    const int64_t R = b.n_logit_rows;
-    if (R > 0) {
-      std::vector<float> xs(R * E), xsn(R * E);
-      for (int64_t r = 0; r < R; r++) std::copy_n(&x[(int64_t)b.logit_rows[r] * E], E, &xs[r * E]);
-      cpu::rmsnorm(pool, xs.data(), output_norm_.data(), xsn.data(), R, E, cfg_.rms_eps);
-      const cpu::MatmulJob out = output_.job(logits);
-      cpu::matmul_multi(pool, xsn.data(), R, E, &out, 1, /*quantize_x=*/true);
-    }
-  } catch (...) {
-    plan.rollback(kv, b);
-    throw;
+  ModelWeights w;  // a view of the host weights (repack() may have added packed copies)
+  w.tok_embd = ref_of(tok_embd_), w.output = ref_of(output_), w.output_norm = output_norm_.data();
+  w.layers.resize(layers_.size());
+  for (size_t l = 0; l < layers_.size(); l++) {
+    const LlamaLayer& L = layers_[l];
+    LayerWeights& d = w.layers[l];
+    d.wq = ref_of(L.wq), d.wk = ref_of(L.wk), d.wv = ref_of(L.wv), d.wo = ref_of(L.wo);
+    d.w_gate = ref_of(L.w_gate), d.w_up = ref_of(L.w_up), d.w_down = ref_of(L.w_down);
+    d.attn_norm = L.attn_norm.data(), d.ffn_norm = L.ffn_norm.data();
+    if (cfg_.qkv_bias) d.bq = L.bq.data(), d.bk = L.bk.data(), d.bv = L.bv.data();
   }
+  CpuBackend be(pool, cfg_);
+  forward_step(be, cfg_, w, kv, b, logits, max_seq_len);
 }
 
 }  // namespace tessera

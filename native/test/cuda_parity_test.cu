@@ -23,7 +23,6 @@
 
 #include "../cuda/common.cuh"
 #include "../cuda/cuda_ops.h"
-#include "../cuda/model_kernels.h"
 #include "tessera/check.h"
 #include "tessera/cuda_api.h"
 #include "tessera/dtype.h"
@@ -588,7 +587,7 @@ void test_paged_attention() {
             }
 }
 
-// ---- the model's own kernels (model_kernels.h) ----------------------------------------------------
+// ---- the model's own kernels (ops.h) ----------------------------------------------------
 
 void test_model_kernels() {
   for (DType dt : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
@@ -598,9 +597,7 @@ void test_model_kernels() {
       const std::vector<uint8_t> table = encode(randv((size_t)(V * E), -3.f, 3.f), dt);
       const std::vector<int32_t> tokens = {0, 36, 5, 5, 17};
       std::vector<float> ref(tokens.size() * E);
-      const int64_t rb = tessera::dtype_bytes(dt, E);
-      for (size_t t = 0; t < tokens.size(); ++t)
-        tessera::cpu::convert(pool(), table.data() + tokens[t] * rb, dt, &ref[t * E], DType::F32, E);
+      tessera::cpu::embed(pool(), table.data(), dt, E, tokens.data(), (int64_t)tokens.size(), ref.data());
       DeviceBuffer dtab = to_dev(table), dtok = to_dev(tokens), dout = poisoned(ref.size() * 4);
       tessera::cuda::embed(g_stream, dtab.get(), dt, E, dtok.as<int32_t>(), (int64_t)tokens.size(), dout.as<float>());
       sync();
@@ -615,8 +612,7 @@ void test_model_kernels() {
         DeviceBuffer dy = to_dev(y), db = to_dev(b);
         tessera::cuda::add_bias(g_stream, dy.as<float>(), db.as<float>(), rows, n);
         sync();
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t i = 0; i < n; ++i) y[r * n + i] += b[i];
+        tessera::cpu::add_bias(pool(), y.data(), b.data(), rows, n);
         compare("model_kernels", "add_bias" + sfx, y, from_dev<float>(dy, y.size()), 0.0);
       });
       run_case("model_kernels", "add_rmsnorm" + sfx, [&] {
@@ -624,17 +620,16 @@ void test_model_kernels() {
         DeviceBuffer dx = to_dev(x), dy = to_dev(y), dw = to_dev(w), dxn = poisoned(x.size() * 4);
         tessera::cuda::add_rmsnorm(g_stream, dx.as<float>(), dy.as<float>(), dw.as<float>(), dxn.as<float>(), rows, n, 1e-5f);
         sync();
-        for (size_t i = 0; i < x.size(); ++i) x[i] += y[i];
         std::vector<float> xn(x.size());
-        tessera::cpu::rmsnorm(pool(), x.data(), w.data(), xn.data(), rows, n, 1e-5f);
+        tessera::cpu::add_rmsnorm(pool(), x.data(), y.data(), w.data(), xn.data(), rows, n, 1e-5f);
         compare("model_kernels", "add_rmsnorm (sum)" + sfx, x, from_dev<float>(dx, x.size()), 0.0);
         compare("model_kernels", "add_rmsnorm (norm)" + sfx, xn, from_dev<float>(dxn, xn.size()), 1e-5);
       });
       run_case("model_kernels", "gather_rows" + sfx, [&] {
         const std::vector<float> x = randv((size_t)(rows * n));
         const std::vector<int32_t> idx = {(int32_t)rows - 1, 0, (int32_t)(rows / 2)};
-        std::vector<float> ref;
-        for (int32_t r : idx) ref.insert(ref.end(), x.begin() + r * n, x.begin() + (r + 1) * n);
+        std::vector<float> ref(idx.size() * n);
+        tessera::cpu::gather_rows(pool(), x.data(), idx.data(), (int64_t)idx.size(), n, ref.data());
         DeviceBuffer dx = to_dev(x), di = to_dev(idx), dout = poisoned(ref.size() * 4);
         tessera::cuda::gather_rows(g_stream, dx.as<float>(), di.as<int32_t>(), (int64_t)idx.size(), n, dout.as<float>());
         sync();
@@ -643,8 +638,8 @@ void test_model_kernels() {
     }
 }
 
-// Top-k / argmax against a host sort by (value descending, index ascending) without NaN; and the
-// scatter that undoes gather_rows.
+// Top-k / argmax (value descending, index ascending, NaN never taken) and the scatter that undoes
+// gather_rows, against the CPU ops.
 void test_sampling_kernels() {
   for (int64_t n : {1, 7, 1000, 32000})
     for (int k : {1, 5, 40}) {
@@ -662,18 +657,12 @@ void test_sampling_kernels() {
         sync();
         const std::vector<int32_t> gi = from_dev<int32_t>(di, (size_t)(rows * k));
         const std::vector<float> gv = from_dev<float>(dv, (size_t)(rows * k));
+        std::vector<int32_t> ci((size_t)(rows * k));  // the CPU op is the reference
+        std::vector<float> cv((size_t)(rows * k));
+        tessera::cpu::top_k_rows(pool(), x.data(), rows, n, k, ci.data(), cv.data());
         size_t bad = 0;
-        for (int64_t r = 0; r < rows; ++r) {
-          std::vector<int32_t> order;
-          for (int32_t i = 0; i < n; ++i)
-            if (!std::isnan(x[r * n + i])) order.push_back(i);
-          std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return x[r * n + a] > x[r * n + b]; });
-          for (int p = 0; p < k; ++p) {
-            const int32_t want = p < (int)order.size() ? order[p] : -1;
-            const float wv = want >= 0 ? x[r * n + want] : -INFINITY;
-            if (gi[r * k + p] != want || !(gv[r * k + p] == wv)) ++bad;
-          }
-        }
+        for (size_t i = 0; i < ci.size(); ++i)
+          if (gi[i] != ci[i] || !(gv[i] == cv[i])) ++bad;
         record("sampling", name, bad == 0, (double)bad, bad ? std::to_string(bad) + " picks differ" : "");
       });
     }
@@ -684,17 +673,19 @@ void test_sampling_kernels() {
     tessera::cuda::argmax_rows(g_stream, dx.as<float>(), rows, n, di.as<int32_t>(), dv.as<float>());
     sync();
     const std::vector<int32_t> gi = from_dev<int32_t>(di, rows);
+    std::vector<int32_t> ci(rows);
+    std::vector<float> cv(rows);
+    tessera::cpu::argmax_rows(pool(), x.data(), rows, n, ci.data(), cv.data());
     size_t bad = 0;
     for (int64_t r = 0; r < rows; ++r)
-      if (gi[r] != (int32_t)(std::max_element(x.begin() + r * n, x.begin() + (r + 1) * n) - (x.begin() + r * n))) ++bad;
+      if (gi[r] != ci[r]) ++bad;
     record("sampling", "argmax", bad == 0, (double)bad);
     const std::vector<int32_t> sel = {4, 0, 2};
     const std::vector<float> y = randv(sel.size() * n);
     DeviceBuffer dy = to_dev(y), ds = to_dev(sel);
     tessera::cuda::scatter_add_rows(g_stream, dx.as<float>(), dy.as<float>(), ds.as<int32_t>(), (int64_t)sel.size(), n);
     sync();
-    for (size_t i = 0; i < sel.size(); ++i)
-      for (int64_t c = 0; c < n; ++c) x[sel[i] * n + c] += y[i * n + c];
+    tessera::cpu::scatter_add_rows(pool(), x.data(), y.data(), sel.data(), (int64_t)sel.size(), n);
     compare("sampling", "scatter_add_rows", x, from_dev<float>(dx, x.size()), 0.0);
   });
 }

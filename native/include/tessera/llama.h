@@ -51,29 +51,49 @@ struct LlamaLayer {
 };
 
 // One forward step: tokens of several sequences, grouped by sequence in `seq_ids` order.
-// Sequence i contributes seq_n_tokens[i] tokens that continue it from its current length.
+// Sequence i contributes seq_n_tokens[i] tokens; they take its next KV slots (current length + j).
 struct ForwardBatch {
   const int32_t* tokens = nullptr;
   int32_t n_tokens = 0;
   const int32_t* seq_ids = nullptr;
   const int32_t* seq_n_tokens = nullptr;
   int32_t n_seqs = 0;
-  const int32_t* logit_rows = nullptr;  // indices into tokens whose logits are wanted
+  const int32_t* logit_rows = nullptr;  // indices into tokens whose logits are wanted (any number per sequence)
   int32_t n_logit_rows = 0;
+  // Optional (n_tokens,) rope positions; null: each token's KV slot (current length + j). A given
+  // position must lie in [0, its slot]: e.g. prefix length + depth for the nodes of a token tree.
+  const int32_t* positions = nullptr;
+  // Optional token-tree ancestor masks, one per sequence back to back: sequence i's nq = seq_n_tokens[i]
+  // tokens have nq*nq bytes, mask[a * nq + b] != 0 when token a sees token b. Each token sees
+  // itself and only earlier tokens (b <= a); every token sees the whole cached prefix. Null: causal.
+  const uint8_t* tree_mask = nullptr;
+  int64_t tree_mask_len = 0;
+  // Optional FFN skip mask (n_layer, n_tokens): nonzero skips that token's FFN block in that layer
+  // (its residual stream passes the block unchanged). Null: every FFN runs.
+  const uint8_t* skip_mask = nullptr;
+  int64_t skip_mask_len = 0;
 };
 
 class KvCache;
 
 // The bookkeeping of one forward step, shared by every backend: validates `batch` against the
-// cache (sequence ids, token ids, context size, logit rows; throws std::out_of_range naming the
-// problem before touching anything), computes each token's position, sequence index and the
-// query offsets, then grows the sequences (all or nothing; KvOutOfPages when the pool is full)
-// and builds their page tables. rollback() restores the previous lengths (call it when the step
+// cache (sequence ids, token ids, context size, logit rows, positions, tree and skip masks; throws
+// std::out_of_range naming the problem before touching anything), computes each token's
+// position, KV slot, sequence index and the query offsets, the tree's offsets and each layer's
+// FFN rows, then grows the sequences (all or nothing; KvOutOfPages when the pool is full) and
+// builds their page tables. rollback() restores the previous lengths (call it when the step
 // fails after the plan was made).
 struct StepPlan {
-  std::vector<int32_t> pos, bidx, qo, old_len;
+  std::vector<int32_t> pos, slot, bidx, qo, old_len;
   std::vector<int32_t> indptr, indices, last;
-  StepPlan(KvCache& kv, const ForwardBatch& batch, int32_t n_vocab, int32_t max_seq_len);
+  bool has_tree = false;
+  std::vector<int32_t> tree_indptr;  // (n_seqs+1,) offsets into batch.tree_mask
+  // With a skip mask that skips something: layer l runs its FFN on ffn_count[l] rows, listed at
+  // ffn_rows[l * n_tokens ...]. Empty: every row runs every FFN.
+  std::vector<int32_t> ffn_rows, ffn_count;
+  int32_t max_kv_len = 0, max_q_per_seq = 0;
+  bool all_fresh = true;  // every sequence starts in this step (no cached prefix)
+  StepPlan(KvCache& kv, const ForwardBatch& batch, const LlamaConfig& cfg, int32_t max_seq_len);
   void rollback(KvCache& kv, const ForwardBatch& batch) const;
 };
 

@@ -54,7 +54,26 @@ class ThreadPool;
   void kv_append(CTX const float* k, const float* v, const int32_t* batch_indices,                \
                  const int32_t* positions, int64_t tokens, const PagedKv& kv);                   \
   /* n elements: any weight dtype (k-quants too) -> f32, f32 -> f16/bf16/q8_0/q4_0 */           \
-  void convert(CTX const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n);
+  void convert(CTX const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t n);      \
+  /* out (n_tokens, n_embd) = rows tokens[t] of table (n_vocab, n_embd), any weight dtype */     \
+  void embed(CTX const void* table, DType dtype, int64_t n_embd, const int32_t* tokens,          \
+             int64_t n_tokens, float* out);                                                      \
+  /* y (rows, n) += bias (n) on every row */                                                    \
+  void add_bias(CTX float* y, const float* bias, int64_t rows, int64_t n);                       \
+  /* x (rows, n) += y (rows, n); xn (rows, n) = rmsnorm(x) * weight (n): residual + next norm */ \
+  void add_rmsnorm(CTX float* x, const float* y, const float* weight, float* xn, int64_t rows,   \
+                   int64_t n, float eps);                                                        \
+  /* out (n_rows, n) = x[rows[r]], x (*, n) */                                                  \
+  void gather_rows(CTX const float* x, const int32_t* rows, int64_t n_rows, int64_t n,          \
+                   float* out);                                                                  \
+  /* x[rows[r]] += y (n_rows, n); rows distinct: the inverse of gather_rows (FFN skip) */        \
+  void scatter_add_rows(CTX float* x, const float* y, const int32_t* rows, int64_t n_rows,      \
+                        int64_t n);                                                              \
+  /* per row of x (rows, n): the k best (value desc, index asc; NaN never taken) -> idx / val   \
+     (rows, k); a row with fewer than k non-NaN values ends with -1 / -inf */                   \
+  void top_k_rows(CTX const float* x, int64_t rows, int64_t n, int k, int32_t* idx, float* val); \
+  /* top_k_rows with k = 1: idx / val (rows,) */                                                \
+  void argmax_rows(CTX const float* x, int64_t rows, int64_t n, int32_t* idx, float* val);
 
 #define TESSERA_NO_CTX
 #define TESSERA_CPU_CTX ThreadPool& pool,
