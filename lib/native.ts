@@ -112,6 +112,29 @@ export interface NativeSampled {
   rngStates: Uint32Array;
 }
 
+/**
+ * One packed forward step (native ForwardBatch). Sequence i contributes seqTokens[i] tokens (in
+ * `tokens`, grouped by sequence), stored in its next KV slots. Bad values reject with a RangeError
+ * naming the field.
+ */
+export interface NativeForwardStep {
+  tokens: Int32Array;
+  seqIds: Int32Array;
+  seqTokens: Int32Array;
+  /** Rows of `tokens` whose logits are wanted, any number per sequence. */
+  logitRows: Int32Array;
+  /** Rope position of each token (default: its KV slot, the sequence's length + i); each in [0, slot]. */
+  positions?: Int32Array;
+  /**
+   * Token-tree ancestor masks, per sequence back to back: seqTokens[i]² bytes, row-major;
+   * mask[a * n + b] != 0 lets token a see token b. A token sees itself and only earlier tokens;
+   * every token sees the cached prefix. Default: causal.
+   */
+  treeMask?: Uint8Array;
+  /** FFN skip mask, layers x tokens: nonzero skips that token's FFN in that layer. */
+  skipMask?: Uint8Array;
+}
+
 /** A loaded model in native code (native/napi/model.cc): weights, KV pages, thread pool. */
 export interface NativeModel {
   info(): NativeModelInfo;
@@ -123,7 +146,7 @@ export interface NativeModel {
   freePages(): number;
   pagesNeeded(seqIds: Int32Array, counts: Int32Array): number;
   /** One forward step off the main thread; resolves with logits (logitRows.length x vocab). */
-  forward(step: { tokens: Int32Array; seqIds: Int32Array; seqTokens: Int32Array; logitRows: Int32Array }): Promise<Float32Array>;
+  forward(step: NativeForwardStep): Promise<Float32Array>;
   /**
    * Repacks quantised weights for the int8 path off the main thread (a no-op where there is none),
    * or copies them to the GPU; onProgress gets the fraction done (per layer) on the main thread.

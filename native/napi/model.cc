@@ -234,38 +234,49 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     });
   }
 
+  // The inputs of one forward step, copied off the JS heap (the worker reads them on its thread).
+  struct StepInput {
+    std::vector<int32_t> tokens, seqs, counts, rows, positions;  // positions: empty when not given
+    std::vector<uint8_t> tree, skip;                              // empty when not given
+    bool has_tree = false, has_skip = false;
+    ForwardBatch batch() const {
+      ForwardBatch b;
+      b.tokens = tokens.data();
+      b.n_tokens = (int32_t)tokens.size();
+      b.seq_ids = seqs.data();
+      b.seq_n_tokens = counts.data();
+      b.n_seqs = (int32_t)seqs.size();
+      b.logit_rows = rows.data();
+      b.n_logit_rows = (int32_t)rows.size();
+      if (!positions.empty()) b.positions = positions.data();
+      static const uint8_t kEmpty = 0;  // a given but empty mask stays "given" (its length is checked)
+      if (has_tree) b.tree_mask = tree.empty() ? &kEmpty : tree.data(), b.tree_mask_len = (int64_t)tree.size();
+      if (has_skip) b.skip_mask = skip.empty() ? &kEmpty : skip.data(), b.skip_mask_len = (int64_t)skip.size();
+      return b;
+    }
+  };
+
   class ForwardWorker : public Napi::AsyncWorker {
    public:
-    ForwardWorker(Napi::Env env, std::shared_ptr<ModelState> state, std::vector<int32_t> tokens, std::vector<int32_t> seqs,
-                  std::vector<int32_t> counts, std::vector<int32_t> rows)
+    ForwardWorker(Napi::Env env, std::shared_ptr<ModelState> state, StepInput in)
         : Napi::AsyncWorker(env, "tessera.forward"),
           deferred_(Napi::Promise::Deferred::New(env)),
           state_(std::move(state)),
-          tokens_(std::move(tokens)),
-          seqs_(std::move(seqs)),
-          counts_(std::move(counts)),
-          rows_(std::move(rows)) {}
+          in_(std::move(in)) {}
     Napi::Promise Promise() { return deferred_.Promise(); }
 
    protected:
     void Execute() override {
       try {
-        ForwardBatch b;
-        b.tokens = tokens_.data();
-        b.n_tokens = (int32_t)tokens_.size();
-        b.seq_ids = seqs_.data();
-        b.seq_n_tokens = counts_.data();
-        b.n_seqs = (int32_t)seqs_.size();
-        b.logit_rows = rows_.data();
-        b.n_logit_rows = (int32_t)rows_.size();
-        logits_.resize(rows_.size() * (size_t)state_->model->config().n_vocab);
+        const ForwardBatch bb = in_.batch();
+        logits_.resize(in_.rows.size() * (size_t)state_->model->config().n_vocab);
 #ifdef TESSERA_WITH_CUDA
         if (state_->gpu) {
-          state_->gpu->forward(*state_->kv, b, logits_.data(), state_->context_size);
+          state_->gpu->forward(*state_->kv, bb, logits_.data(), state_->context_size);
           return;
         }
 #endif
-        state_->model->forward(*state_->kv, b, logits_.data(), *state_->pool, state_->context_size);
+        state_->model->forward(*state_->kv, bb, logits_.data(), *state_->pool, state_->context_size);
       } catch (const KvOutOfPages& e) {
         kind_ = "out_of_pages";
         SetError(e.what());
@@ -292,28 +303,53 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
    private:
     Napi::Promise::Deferred deferred_;
     std::shared_ptr<ModelState> state_;
-    std::vector<int32_t> tokens_, seqs_, counts_, rows_;
+    StepInput in_;
     std::vector<float> logits_;
     std::string kind_;
   };
 
-  // forward({ tokens, seqIds, seqTokens, logitRows }) -> Promise<Float32Array (rows * vocab)>
+  // forward({ tokens, seqIds, seqTokens, logitRows, positions?, treeMask?, skipMask? })
+  //   -> Promise<Float32Array (rows * vocab)>
+  // positions: Int32Array (one per token); treeMask: Uint8Array (sum of seqTokens[i]², row-major
+  // per sequence); skipMask: Uint8Array (layers x tokens). Their contents are checked natively.
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     ModelState& s = live(env);
     if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "forward: expected an argument object");
     Napi::Object o = info[0].As<Napi::Object>();
-    auto ints = [&](const char* name) {
+    auto typed = [&](const char* name, napi_typedarray_type type, const char* type_name, bool optional) {
       Napi::Value v = o.Get(name);
-      if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-        throw Napi::TypeError::New(env, std::string("forward: ") + name + " must be an Int32Array");
-      auto a = v.As<Napi::Int32Array>();
+      if (optional && (v.IsUndefined() || v.IsNull())) return Napi::TypedArray();
+      if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+        throw Napi::TypeError::New(env, std::string("forward: ") + name + " must be " + type_name);
+      return v.As<Napi::TypedArray>();
+    };
+    auto ints = [&](const char* name, bool optional = false) {
+      Napi::TypedArray t = typed(name, napi_int32_array, optional ? "an Int32Array or undefined" : "an Int32Array", optional);
+      if (t.IsEmpty()) return std::vector<int32_t>();
+      auto a = t.As<Napi::Int32Array>();
       return std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength());
     };
-    std::vector<int32_t> tokens = ints("tokens"), seqs = ints("seqIds"), counts = ints("seqTokens"), rows = ints("logitRows");
-    if (seqs.size() != counts.size()) throw Napi::RangeError::New(env, "forward: seqIds and seqTokens differ in length");
+    auto bytes = [&](const char* name, bool& given) {
+      Napi::TypedArray t = typed(name, napi_uint8_array, "a Uint8Array or undefined", true);
+      given = !t.IsEmpty();
+      if (!given) return std::vector<uint8_t>();
+      auto a = t.As<Napi::Uint8Array>();
+      return std::vector<uint8_t>(a.Data(), a.Data() + a.ElementLength());
+    };
+    StepInput in;
+    in.tokens = ints("tokens"), in.seqs = ints("seqIds"), in.counts = ints("seqTokens"), in.rows = ints("logitRows");
+    if (in.seqs.size() != in.counts.size()) throw Napi::RangeError::New(env, "forward: seqIds and seqTokens differ in length");
+    const Napi::Value pv = o.Get("positions");
+    const bool has_positions = !(pv.IsUndefined() || pv.IsNull());
+    in.positions = ints("positions", true);
+    if (has_positions && in.positions.size() != in.tokens.size())
+      throw Napi::RangeError::New(env, "forward: positions has " + std::to_string(in.positions.size()) +
+                                           " entries, expected one per token (" + std::to_string(in.tokens.size()) + ")");
+    in.tree = bytes("treeMask", in.has_tree);
+    in.skip = bytes("skipMask", in.has_skip);
     s.busy.store(true);
-    auto* worker = new ForwardWorker(env, state_, std::move(tokens), std::move(seqs), std::move(counts), std::move(rows));
+    auto* worker = new ForwardWorker(env, state_, std::move(in));
     Napi::Promise p = worker->Promise();
     worker->Queue();
     return p;

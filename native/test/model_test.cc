@@ -1,6 +1,7 @@
 // Model runtime test (no Node): the KV cache's page bookkeeping, and the Llama forward pass on
 // the real stories260K GGUFs against llama2.c's logits and greedy outputs (test/data/golden).
 // Usage: tessera_model_test [repo-dir]   (default: the source tree it was built from; see test_data.h)
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -12,8 +13,10 @@
 
 #include "harness.h"
 #include "test_data.h"
+#include "tessera/check.h"
 #include "tessera/kv_cache.h"
 #include "tessera/llama.h"
+#include "tessera/ops.h"
 #include "tessera/threadpool.h"
 
 using namespace tessera;
@@ -56,6 +59,12 @@ std::vector<std::vector<int32_t>> int_arrays(const std::string& json, const std:
   return out;
 }
 
+// A forward step with every optional field of ForwardBatch (empty vectors: not given).
+struct StepArgs {
+  std::vector<int32_t> tokens, seqs, counts, rows, positions;
+  std::vector<uint8_t> tree, skip;
+};
+
 struct Runner {
   LlamaModel model;
   KvCache kv;
@@ -78,6 +87,19 @@ struct Runner {
     b.n_seqs = 1;
     b.logit_rows = rows.data();
     b.n_logit_rows = (int32_t)rows.size();
+    model.forward(kv, b, logits.data(), pool, 4096);
+    return logits;
+  }
+  // One step with the optional fields; returns the logits of st.rows.
+  std::vector<float> run(const StepArgs& st) {
+    std::vector<float> logits(st.rows.size() * model.config().n_vocab);
+    ForwardBatch b;
+    b.tokens = st.tokens.data(), b.n_tokens = (int32_t)st.tokens.size();
+    b.seq_ids = st.seqs.data(), b.seq_n_tokens = st.counts.data(), b.n_seqs = (int32_t)st.seqs.size();
+    b.logit_rows = st.rows.data(), b.n_logit_rows = (int32_t)st.rows.size();
+    if (!st.positions.empty()) b.positions = st.positions.data();
+    if (!st.tree.empty()) b.tree_mask = st.tree.data(), b.tree_mask_len = (int64_t)st.tree.size();
+    if (!st.skip.empty()) b.skip_mask = st.skip.data(), b.skip_mask_len = (int64_t)st.skip.size();
     model.forward(kv, b, logits.data(), pool, 4096);
     return logits;
   }
@@ -261,6 +283,173 @@ int main(int argc, char** argv) {
                      golden(std::string("stories260K") + v.variant + ".llamacpp.greedy.json"), DType::F16, v.tie);
     });
   }
+
+  // ---- the wider step: explicit positions, token trees, FFN skip masks ------------------------
+  const double kBatchTol = 1e-3;  // the same row in a different batch: GEMM vs GEMV summation order
+
+  run("positions given equal to the default give identical logits", [&] {
+    Runner a(f32(), 64, DType::F32), c(f32(), 64, DType::F32);
+    const std::vector<int32_t> p = {1, 403, 407, 261, 378};
+    const int32_t sa = a.kv.create_sequence(), sc = c.kv.create_sequence();
+    const std::vector<float> la = a.step(sa, p);
+    StepArgs st;
+    st.tokens = p, st.seqs = {sc}, st.counts = {5}, st.rows = {0, 1, 2, 3, 4}, st.positions = {0, 1, 2, 3, 4};
+    const std::vector<float> lc = c.run(st);
+    CHECK(la == lc, "explicit default positions change the logits");
+    st.tokens = {432, 300}, st.counts = {2}, st.rows = {0, 1}, st.positions = {5, 6};
+    const std::vector<float> lc2 = c.run(st), la2 = a.step(sa, {432, 300});
+    CHECK(la2 == lc2, "second step");
+  });
+
+  run("a token tree in one step equals each root-to-leaf branch run as its own sequence", [&] {
+    // prefix, then nodes 0..5: 0 root; 1, 2 children of 0; 3 child of 1; 4, 5 children of 2
+    const std::vector<int32_t> prefix = {1, 403, 407, 261};
+    const std::vector<int32_t> node_tok = {378, 300, 432, 290, 296, 320}, parent = {-1, 0, 0, 1, 2, 2};
+    const int32_t n = (int32_t)node_tok.size();
+    std::vector<int32_t> depth(n, 0);
+    std::vector<uint8_t> mask(n * n, 0);
+    for (int32_t i = 0; i < n; i++) {
+      depth[i] = parent[i] < 0 ? 0 : depth[parent[i]] + 1;
+      for (int32_t a = i; a >= 0; a = parent[a]) mask[i * n + a] = 1;
+    }
+    Runner r(f32(), 64, DType::F32, 3);  // page size 3: the tree crosses pages
+    const int32_t V = r.model.config().n_vocab;
+    const int32_t s = r.kv.create_sequence(), other = r.kv.create_sequence();
+    r.step(s, prefix);
+    r.step(other, {1, 320});
+    // the tree step also decodes one token of another sequence (no mask row for it but its 1x1)
+    StepArgs st;
+    st.tokens = node_tok;
+    st.tokens.push_back(290);
+    st.seqs = {s, other}, st.counts = {n, 1};
+    for (int32_t i = 0; i <= n; i++) st.rows.push_back(i);
+    for (int32_t i = 0; i < n; i++) st.positions.push_back((int32_t)prefix.size() + depth[i]);
+    st.positions.push_back(2);
+    st.tree = mask;
+    st.tree.push_back(1);
+    const std::vector<float> got = r.run(st);
+    CHECK(r.kv.length(s) == (int32_t)prefix.size() + n, "the tree's KV entries are appended");
+    // branches: 0-1-3, 0-2-4, 0-2-5, each its own sequence in a fresh cache
+    Runner q(f32(), 64, DType::F32, 3);
+    double err = 0;
+    for (int32_t leaf : {3, 4, 5}) {
+      std::vector<int32_t> path;
+      for (int32_t a = leaf; a >= 0; a = parent[a]) path.insert(path.begin(), a);
+      std::vector<int32_t> toks = prefix;
+      for (int32_t a : path) toks.push_back(node_tok[a]);
+      const int32_t t = q.kv.create_sequence();
+      const std::vector<float> want = q.step(t, toks);
+      for (size_t i = 0; i < path.size(); i++)
+        for (int32_t v = 0; v < V; v++)
+          err = std::max(err, (double)std::fabs(got[(size_t)path[i] * V + v] - want[(prefix.size() + i) * V + v]));
+    }
+    const int32_t t = q.kv.create_sequence();
+    q.step(t, {1, 320});
+    const std::vector<float> w2 = q.step(t, {290});
+    for (int32_t v = 0; v < V; v++) err = std::max(err, (double)std::fabs(got[(size_t)n * V + v] - w2[v]));
+    std::printf("  tree rows vs branches: max |logit diff| = %.3g\n", err);
+    CHECK(err < kBatchTol, "tree rows vs branches: max |diff| %g", err);
+  });
+
+  run("a skip mask skips exactly the FFN blocks it names (hand-computed reference)", [&] {
+    // One token at position 0 attends only to itself: the attention output is its own V, so the
+    // whole forward can be computed by hand with the float64 reference ops.
+    Runner r(f32(), 64, DType::F32);
+    const LlamaConfig& c = r.model.config();
+    const int64_t E = c.n_embd, D = c.head_dim, Hq = c.n_head, Hkv = c.n_head_kv, F = c.n_ff, V = c.n_vocab;
+    const int32_t L = c.n_layer;
+    auto by_hand = [&](int32_t tok, const std::vector<bool>& skip) {
+      std::vector<float> x(E), xn(E), v(Hkv * D), att(Hq * D), o(E), g(F), u(F), logits(V);
+      ref::embed(r.model.token_embedding().data, r.model.token_embedding().dtype, E, &tok, 1, x.data());
+      for (int32_t l = 0; l < L; l++) {
+        const LlamaLayer& ly = r.model.layers()[l];
+        ref::rmsnorm(x.data(), ly.attn_norm.data(), xn.data(), 1, E, c.rms_eps);
+        ref::matmul(xn.data(), ly.wv.data, ly.wv.dtype, v.data(), 1, Hkv * D, E);
+        for (int64_t h = 0; h < Hq; h++) std::copy_n(&v[(h / (Hq / Hkv)) * D], D, &att[h * D]);
+        ref::matmul(att.data(), ly.wo.data, ly.wo.dtype, o.data(), 1, E, Hq * D);
+        for (int64_t i = 0; i < E; i++) x[i] += o[i];
+        if (skip[l]) continue;
+        ref::rmsnorm(x.data(), ly.ffn_norm.data(), xn.data(), 1, E, c.rms_eps);
+        ref::matmul(xn.data(), ly.w_gate.data, ly.w_gate.dtype, g.data(), 1, F, E);
+        ref::matmul(xn.data(), ly.w_up.data, ly.w_up.dtype, u.data(), 1, F, E);
+        ref::swiglu(g.data(), u.data(), g.data(), F);
+        ref::matmul(g.data(), ly.w_down.data, ly.w_down.dtype, o.data(), 1, E, F);
+        for (int64_t i = 0; i < E; i++) x[i] += o[i];
+      }
+      ref::rmsnorm(x.data(), r.model.output_norm().data(), xn.data(), 1, E, c.rms_eps);
+      ref::matmul(xn.data(), r.model.output().data, r.model.output().dtype, logits.data(), 1, V, E);
+      return logits;
+    };
+    // three one-token sequences in one step: A skips layer 1's FFN, B skips every FFN, C none
+    const std::vector<int32_t> toks = {403, 261, 378};
+    std::vector<int32_t> seqs;
+    for (int i = 0; i < 3; i++) seqs.push_back(r.kv.create_sequence());
+    StepArgs st;
+    st.tokens = toks, st.seqs = seqs, st.counts = {1, 1, 1}, st.rows = {0, 1, 2};
+    st.skip.assign((size_t)L * 3, 0);
+    st.skip[1 * 3 + 0] = 1;
+    for (int32_t l = 0; l < L; l++) st.skip[l * 3 + 1] = 1;
+    const std::vector<float> got = r.run(st);
+    std::vector<bool> skip_a(L, false), skip_b(L, true), none(L, false);
+    skip_a[1] = true;
+    const std::vector<float> wa = by_hand(toks[0], skip_a), wb = by_hand(toks[1], skip_b), wc = by_hand(toks[2], none),
+                             a_full = by_hand(toks[0], none);
+    double ea = 0, eb = 0, ec = 0, moved = 0;
+    for (int64_t v = 0; v < V; v++) {
+      ea = std::max(ea, (double)std::fabs(got[v] - wa[v]));
+      eb = std::max(eb, (double)std::fabs(got[V + v] - wb[v]));
+      ec = std::max(ec, (double)std::fabs(got[2 * V + v] - wc[v]));
+      moved = std::max(moved, (double)std::fabs(a_full[v] - wa[v]));
+    }
+    std::printf("  vs by hand: skip layer 1 %.3g, skip all %.3g, none %.3g; skipping moves the logits by %.3g\n", ea, eb, ec, moved);
+    CHECK(ea < kBatchTol && eb < kBatchTol && ec < kBatchTol, "vs by hand: skip layer 1 %g, skip all %g, none %g", ea, eb, ec);
+    CHECK(moved > 100 * kBatchTol, "skipping layer 1's FFN changes the logits by only %g", moved);
+    // an all-zero mask is no mask at all
+    Runner q(f32(), 64, DType::F32);
+    std::vector<int32_t> qs;
+    for (int i = 0; i < 3; i++) qs.push_back(q.kv.create_sequence());
+    st.seqs = qs;
+    st.skip.assign((size_t)L * 3, 0);
+    const std::vector<float> zero = q.run(st);
+    double ez = 0;
+    for (int64_t v = 0; v < V; v++) ez = std::max(ez, (double)std::fabs(zero[2 * V + v] - got[2 * V + v]));
+    CHECK(ez < kBatchTol, "all-zero mask vs row C %g", ez);
+  });
+
+  run("bad positions, tree or skip masks are refused naming the field, the cache unchanged", [&] {
+    Runner r(f32(), 16, DType::F32, 4);
+    const int32_t s = r.kv.create_sequence();
+    r.step(s, {1, 403});
+    auto refused = [&](StepArgs st, const std::string& field) {
+      st.seqs = {s};
+      try {
+        r.run(st);
+      } catch (const ArgError& e) {
+        const bool named = std::string(e.what()).find(field) != std::string::npos;
+        CHECK(named && e.kind() == ErrorKind::Range, "message names %s: %s", field.c_str(), e.what());
+        CHECK(r.kv.length(s) == 2 && r.kv.free_pages() == 15, "cache unchanged after a bad %s", field.c_str());
+        return;
+      }
+      CHECK(false, "a bad %s was accepted", field.c_str());
+    };
+    StepArgs st;
+    st.tokens = {300, 432}, st.counts = {2}, st.rows = {1};
+    StepArgs b = st;
+    b.positions = {2, 4};  // past its slot (3)
+    refused(b, "positions");
+    b.positions = {-1, 3};
+    refused(b, "positions");
+    b = st;
+    b.tree = {1, 0, 1};  // 3 entries, not 4
+    refused(b, "treeMask");
+    b.tree = {1, 1, 1, 1};  // token 0 sees token 1
+    refused(b, "treeMask");
+    b.tree = {1, 0, 1, 0};  // token 1 does not see itself
+    refused(b, "treeMask");
+    b = st;
+    b.skip = {0, 0, 0};
+    refused(b, "skipMask");
+  });
 
   run("bad input: unknown sequence, token out of range, context overflow, leave the cache unchanged", [&] {
     Runner r(f32(), 4, DType::F32, 16);
