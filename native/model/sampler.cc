@@ -11,6 +11,10 @@
 
 #include "tessera/threadpool.h"
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#endif
+
 // Exact agreement with V8 needs every multiply and add rounded on its own: no fused multiply-add.
 #if defined(__clang__)
 #pragma clang fp contract(off)
@@ -48,7 +52,13 @@ const double kExpFrac[64] = {
     1.8340080864093424, 1.8539791250833857, 1.8741676341103, 1.8945759815869656,
     1.9152065613971474, 1.9360617934922946, 1.9571441241754002, 1.978456026387951,
 };
-constexpr int kPow2Offset = 1100;
+// 2^k for k in [-1022, 0] (exp_neg's range: x > -708), built from its exponent bits.
+inline double pow2(int32_t k) {
+  const uint64_t bits = (uint64_t)(k + 1023) << 52;
+  double d;
+  std::memcpy(&d, &bits, sizeof d);
+  return d;
+}
 
 inline double exp_neg(double x) {
   if (!(x > -708)) return 0;
@@ -56,7 +66,78 @@ inline double exp_neg(double x) {
   const double dn = (double)n;
   const double r = x - dn * kExpC1 - dn * kExpC2;
   const double p = 1 + r * (1 + r * (0.5 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120)))));
-  return std::ldexp(1.0, (n >> 6)) * kExpFrac[n & 63] * p;  // n >> 6 >= -1022: 2^k is exact
+  return pow2(n >> 6) * kExpFrac[n & 63] * p;
+}
+
+// out[i] = exp_neg(((double)L[i] - max) * inv_t) for i < n (or for the ids of a candidate list):
+// the same operations, four lanes at a
+// time with AVX2 where the CPU has it (each lane rounds exactly as the scalar code does: no FMA).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+template <bool kList>
+__attribute__((target("avx2"))) void exp_neg_avx2(const float* L, const int32_t* ids, int64_t n, double max, double inv_t,
+                                                  double* out) {
+  const __m256d vmax = _mm256_set1_pd(max), vinv = _mm256_set1_pd(inv_t), lim = _mm256_set1_pd(-708.0);
+  const __m256d k = _mm256_set1_pd(kExpK), half = _mm256_set1_pd(0.5), c1 = _mm256_set1_pd(kExpC1), c2 = _mm256_set1_pd(kExpC2);
+  const __m256d one = _mm256_set1_pd(1.0), p2 = _mm256_set1_pd(0.5), p3 = _mm256_set1_pd(1.0 / 6), p4 = _mm256_set1_pd(1.0 / 24),
+                p5 = _mm256_set1_pd(1.0 / 120), zero = _mm256_setzero_pd();
+  const __m128i bias = _mm_set1_epi32(1023), low6 = _mm_set1_epi32(63);
+  const __m256d all = _mm256_castsi256_pd(_mm256_set1_epi64x(-1));
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    __m128 v;
+    __m128i id;
+    if (kList) {
+      id = _mm_loadu_si128((const __m128i*)(ids + i));
+      v = _mm_i32gather_ps(L, id, 4);
+    } else {
+      v = _mm_loadu_ps(L + i);
+    }
+    __m256d x = _mm256_mul_pd(_mm256_sub_pd(_mm256_cvtps_pd(v), vmax), vinv);
+    const __m256d ok = _mm256_cmp_pd(x, lim, _CMP_GT_OQ);  // false for NaN, as !(x > -708)
+    x = _mm256_blendv_pd(zero, x, ok);
+    const __m128i t = _mm256_cvttpd_epi32(_mm256_sub_pd(half, _mm256_mul_pd(x, k)));
+    const __m128i nn = _mm_sub_epi32(_mm_setzero_si128(), t);
+    const __m256d dn = _mm256_cvtepi32_pd(nn);
+    const __m256d r = _mm256_sub_pd(_mm256_sub_pd(x, _mm256_mul_pd(dn, c1)), _mm256_mul_pd(dn, c2));
+    __m256d p = _mm256_add_pd(p4, _mm256_mul_pd(r, p5));
+    p = _mm256_add_pd(p3, _mm256_mul_pd(r, p));
+    p = _mm256_add_pd(p2, _mm256_mul_pd(r, p));
+    p = _mm256_add_pd(one, _mm256_mul_pd(r, p));
+    p = _mm256_add_pd(one, _mm256_mul_pd(r, p));
+    const __m256i e = _mm256_slli_epi64(_mm256_cvtepi32_epi64(_mm_add_epi32(_mm_srai_epi32(nn, 6), bias)), 52);
+    const __m256d frac = _mm256_mask_i32gather_pd(zero, kExpFrac, _mm_and_si128(nn, low6), all, 8);
+    const __m256d y = _mm256_mul_pd(_mm256_mul_pd(_mm256_castsi256_pd(e), frac), p);
+    if (kList) {
+      alignas(32) double lanes[4];
+      alignas(16) int32_t at[4];
+      _mm256_store_pd(lanes, _mm256_blendv_pd(zero, y, ok));
+      _mm_store_si128((__m128i*)at, id);
+      for (int l = 0; l < 4; l++) out[at[l]] = lanes[l];
+    } else {
+      _mm256_storeu_pd(out + i, _mm256_blendv_pd(zero, y, ok));
+    }
+  }
+  for (; i < n; i++) {
+    const int64_t j = kList ? ids[i] : i;
+    out[j] = exp_neg(((double)L[j] - max) * inv_t);
+  }
+}
+const bool kHaveAvx2 = __builtin_cpu_supports("avx2");
+#endif
+
+void exp_neg_rows(const float* L, int64_t n, double max, double inv_t, double* out) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if (kHaveAvx2) return exp_neg_avx2<false>(L, nullptr, n, max, inv_t, out);
+#endif
+  for (int64_t i = 0; i < n; i++) out[i] = exp_neg(((double)L[i] - max) * inv_t);
+}
+
+// The same over a candidate list: out[ids[j]] = exp_neg(((double)L[ids[j]] - max) * inv_t).
+void exp_neg_list(const float* L, const int32_t* ids, int64_t n, double max, double inv_t, double* out) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if (kHaveAvx2) return exp_neg_avx2<true>(L, ids, n, max, inv_t, out);
+#endif
+  for (int64_t j = 0; j < n; j++) out[ids[j]] = exp_neg(((double)L[ids[j]] - max) * inv_t);
 }
 
 // ---- scratch space: one per thread, grown to the largest vocabulary seen (Workspace).
@@ -297,12 +378,12 @@ void bucketize(Ws& w, const float* L, const int32_t* src, int64_t n, double hi, 
 
 double bucketize_mass(Ws& w, const float* L, const int32_t* src, int64_t n, double max, double scale) {
   std::fill(w.weight, w.weight + kBuckets + 1, 0.0);
+  exp_neg_list(L, src, n, max, 1, w.ex.data());  // exp_neg(-(max - l)) (see bucketize_mass_all)
   double z = 0;
   for (int64_t j = 0; j < n; j++) {
     const int32_t id = src[j];
     const double d = max - (double)L[id];
-    const double e = exp_neg(-d);
-    w.ex[id] = e;
+    const double e = w.ex[id];
     z += e;
     const int b = bucket_index(d * scale);
     w.bucket_of[j] = (uint16_t)b;
@@ -341,12 +422,12 @@ int64_t emit_buckets(Ws& w, int32_t* src, int64_t n, int cut, int32_t* dst, int6
 
 double bucketize_mass_all(Ws& w, const float* L, int32_t V, double max, double scale) {
   std::fill(w.weight, w.weight + kBuckets + 1, 0.0);
+  exp_neg_rows(L, V, max, 1, w.ex.data());  // exp_neg(-(max - v)): v - max is exactly -(max - v)
   double z = 0;
   for (int32_t i = 0; i < V; i++) {
     const double v = L[i];
     const double d = max - v;
-    const double e = exp_neg(-d);
-    w.ex[i] = e;
+    const double e = w.ex[i];
     z += e;
     const double t = d * scale;
     const int b = t < kBuckets ? (int)t : v == -kInf ? kBuckets : kBuckets - 1;
@@ -370,12 +451,9 @@ int64_t emit_buckets_all(Ws& w, int32_t V, int cut, int32_t* dst, int32_t* rest)
 }
 
 double softmax_all(Ws& w, const float* L, int32_t V, double max, double inv_t) {
+  exp_neg_rows(L, V, max, inv_t, w.ex.data());
   double z = 0;
-  for (int32_t i = 0; i < V; i++) {
-    const double e = exp_neg(((double)L[i] - max) * inv_t);
-    w.ex[i] = e;
-    z += e;
-  }
+  for (int32_t i = 0; i < V; i++) z += w.ex[i];
   return z;
 }
 
@@ -403,13 +481,9 @@ int64_t filter_at_least(const float* L, int32_t* cur, int64_t n, double threshol
 }
 
 double softmax_weights(Ws& w, const float* L, const int32_t* cur, int64_t n, double max, double inv_t) {
+  exp_neg_list(L, cur, n, max, inv_t, w.ex.data());
   double z = 0;
-  for (int64_t j = 0; j < n; j++) {
-    const int32_t id = cur[j];
-    const double e = exp_neg(((double)L[id] - max) * inv_t);
-    w.ex[id] = e;
-    z += e;
-  }
+  for (int64_t j = 0; j < n; j++) z += w.ex[cur[j]];
   return z;
 }
 
