@@ -44,4 +44,10 @@ struct PagedAttnPlan {
   size_t workspace_bytes = 0;
 };
 PagedAttnPlan paged_attention_plan(const PagedKv& kv, const AttnShape& s, const PagedAttnHints& hints);
+
+// Greedy sampling on the device (native/cuda/sampling.cu), the CUDA side of the native sampler's
+// greedy path (tessera::sample_row with temperature 0, its reference): per row of x (rows, n),
+// idx (rows,) the first index of the largest value, -1 when every value is -inf, -2 when one is NaN
+// or +inf; logprob (rows,) its log-softmax at temperature 1 (accumulated in double).
+void greedy_rows(cudaStream_t stream, const float* x, int64_t rows, int64_t n, int32_t* idx, double* logprob);
 }  // namespace tessera::cuda
