@@ -98,6 +98,18 @@ export interface NativeSampleRequests {
   logprobs?: Int32Array;
 }
 
+/** The rows of a forward step to sample natively (NativeModel.forward's `sample`). */
+export interface NativeStepSampling extends NativeSampleRequests {
+  /** (n,) positions in logitRows (not token indices), distinct: request i samples the logits of row logitRows[rows[i]]. */
+  rows: Int32Array;
+}
+
+/** What forward resolves with when the step samples. */
+export interface NativeSampledStep extends NativeSampled {
+  /** ((logitRows.length - n) x vocab) the logits of the rows not sampled, in logitRows order (empty when every row was sampled). */
+  logits: Float32Array;
+}
+
 /** The sampled rows, in request order. */
 export interface NativeSampled {
   /** (n,) the chosen tokens. */
@@ -145,6 +157,18 @@ export interface NativeModel {
   sequenceLength(seq: number): number;
   freePages(): number;
   pagesNeeded(seqIds: Int32Array, counts: Int32Array): number;
+  /**
+   * One forward step off the main thread, with native sampling: after the forward, on the same
+   * worker thread (in parallel on the model's threads), logit row sample.rows[i] is sampled with
+   * sample.options[i], sample.histories[i] and generator state i of sample.rngStates, exactly as
+   * Sampler.sample would (same token for the same row, options, history and state). Resolves with
+   * the tokens, their logprobs and top-n, the generator states after the draws (keep them for the
+   * next step), and in `logits` the rows of logitRows that were not sampled. A row that cannot be
+   * sampled (NaN, +Infinity, nothing left after bias and penalties, a history id out of range)
+   * rejects the step with the reference's RangeError; the KV cache has grown by then, as it has
+   * when JS sampling throws after forward().
+   */
+  forward(step: NativeForwardStep & { sample: NativeStepSampling }): Promise<NativeSampledStep>;
   /** One forward step off the main thread; resolves with logits (logitRows.length x vocab). */
   forward(step: NativeForwardStep): Promise<Float32Array>;
   /**

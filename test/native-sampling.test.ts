@@ -2,10 +2,12 @@
 // lib/sampling.ts's Sampler: greedy identical to argmax; for every option combination on random
 // rows the same token for the same seed, history and options, with logprobs and top-n within
 // 1e-5; generator states carried over exactly; the same tokens on every run and thread count;
-// a chi-square test of native draws against the reference distribution; the same errors.
+// a chi-square test of native draws against the reference distribution; the same errors; and
+// sampling inside a forward step (NativeModel.forward with `sample`) on stories260K.
 import { afterAll, describe, expect, it } from 'vitest';
 import { Rng, Sampler, argmax, validateSamplingOptions, type SamplingOptions } from '../dist/sampling.js';
-import { addon, nativeSamplingOptions, type NativeSampled } from '../dist/native.js';
+import { addon, nativeSamplingOptions, type NativeModel, type NativeSampled } from '../dist/native.js';
+import { STORIES } from './data';
 
 const native = addon();
 const threadsBefore = native.info().threads;
@@ -312,6 +314,131 @@ describe('native sampler: determinism and distribution', () => {
       const critical = df * (1 - 2 / (9 * df) + z * Math.sqrt(2 / (9 * df))) ** 3;
       console.log(`chi-square ${JSON.stringify(o)}: ${chi2.toFixed(2)} on ${df} df (critical ${critical.toFixed(2)})`);
       expect(chi2).toBeLessThan(critical);
+    }
+  });
+});
+
+describe('native sampling in the forward step (stories260K)', () => {
+  let model: NativeModel;
+  const i32 = (a: number[]) => Int32Array.from(a);
+  const prompt = [1, 403, 407, 261, 378, 300];
+
+  /** A fresh sequence holding `tokens`, run as one step with every row wanted. */
+  async function rowsOf(tokens: number[]): Promise<Float32Array> {
+    const s = model.createSequence();
+    try {
+      return await model.forward({ tokens: i32(tokens), seqIds: i32([s]), seqTokens: i32([tokens.length]), logitRows: i32([...tokens.keys()]) });
+    } finally {
+      model.releaseSequence(s);
+    }
+  }
+
+  it('samples the asked rows on the worker thread as Sampler.sample would, and returns the other rows', async () => {
+    model = new native.NativeModel(STORIES, { device: 'cpu', threads: 2, contextSize: 128, kvPages: 64, pageSize: 4, kvDtype: 'f32' });
+    await model.repack();
+    const V = model.info().vocabSize;
+    try {
+      const all = await rowsOf(prompt);
+      const cases: SamplingOptions[] = [
+        { temperature: 0 },
+        { temperature: 0.8, topP: 0.95 },
+        { temperature: 1.2, topK: 20, minP: 0.02, repeatPenalty: 1.3, presencePenalty: 0.2, logitBias: { 13: -Infinity } },
+      ];
+      for (const [c, o] of cases.entries()) {
+        const history = i32(prompt);
+        const seed = 77 + c;
+        // rows: the last two positions; sample the last one (position 1 of logitRows) only
+        const s = model.createSequence();
+        let out;
+        try {
+          out = await model.forward({
+            tokens: i32(prompt),
+            seqIds: i32([s]),
+            seqTokens: i32([prompt.length]),
+            logitRows: i32([prompt.length - 2, prompt.length - 1]),
+            sample: {
+              rows: i32([1]),
+              options: [nativeSamplingOptions(validateSamplingOptions(o))],
+              histories: [history],
+              rngStates: new Rng(seed).getState(),
+              logprobs: i32([3]),
+            },
+          });
+        } finally {
+          model.releaseSequence(s);
+        }
+        const last = all.subarray((prompt.length - 1) * V, prompt.length * V);
+        const sampler = new Sampler({ ...o, seed }, V);
+        const ref = sampler.sample(Float32Array.from(last), history, { logprobs: 3 });
+        expect(out.tokens[0]).toBe(ref.token);
+        expect(Math.abs(out.logprobs[0] - ref.logprob)).toBeLessThan(1e-3); // rows of different batches round differently
+        expect(Array.from(out.topTokens)).toEqual(ref.top!.map((t) => t.token));
+        expect(Array.from(out.rngStates)).toEqual(Array.from(sampler.rng.getState()));
+        // the unsampled row comes back as logits
+        expect(out.logits.length).toBe(V);
+        const second = all.subarray((prompt.length - 2) * V, (prompt.length - 1) * V);
+        let d = 0;
+        for (let v = 0; v < V; v++) d = Math.max(d, Math.abs(out.logits[v] - second[v]));
+        expect(d).toBeLessThan(1e-3);
+      }
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('two sequences in one step, each with its own options and generator; the plain call still returns rows', async () => {
+    model = new native.NativeModel(STORIES, { device: 'cpu', threads: 1, contextSize: 128, kvPages: 64, pageSize: 4, kvDtype: 'f32' });
+    await model.repack();
+    const V = model.info().vocabSize;
+    try {
+      const a = model.createSequence();
+      const b = model.createSequence();
+      const pa = prompt.slice(0, 4);
+      const pb = prompt.slice(2);
+      const opts = [{ temperature: 0.7 }, { temperature: 0 }].map((o) => nativeSamplingOptions(validateSamplingOptions(o)));
+      const states = new Uint32Array(8);
+      states.set(new Rng(5).getState(), 0);
+      states.set(new Rng(6).getState(), 4);
+      const out = await model.forward({
+        tokens: i32([...pa, ...pb]),
+        seqIds: i32([a, b]),
+        seqTokens: i32([pa.length, pb.length]),
+        logitRows: i32([pa.length - 1, pa.length + pb.length - 1]),
+        sample: { rows: i32([1, 0]), options: [opts[1], opts[0]], rngStates: Uint32Array.from([...states.subarray(4), ...states.subarray(0, 4)]) },
+      });
+      expect(out.logits.length).toBe(0);
+      const ra = await rowsOf(pa);
+      const rb = await rowsOf(pb);
+      const refA = new Sampler({ temperature: 0.7, seed: 5 }, V).sample(Float32Array.from(ra.subarray((pa.length - 1) * V)));
+      expect(out.tokens[1]).toBe(refA.token);
+      expect(out.tokens[0]).toBe(argmax(rb.subarray((pb.length - 1) * V)));
+      // the step continued both sequences; a plain step on them still resolves with rows
+      const next = await model.forward({ tokens: i32([out.tokens[1], out.tokens[0]]), seqIds: i32([a, b]), seqTokens: i32([1, 1]), logitRows: i32([0, 1]) });
+      expect(next).toBeInstanceOf(Float32Array);
+      expect(next.length).toBe(2 * V);
+      expect(model.sequenceLength(a)).toBe(pa.length + 1);
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('refuses bad sampling requests before running, and rejects a row with nothing left to sample', async () => {
+    model = new native.NativeModel(STORIES, { device: 'cpu', threads: 1, contextSize: 128, kvPages: 64, pageSize: 4, kvDtype: 'f32' });
+    await model.repack();
+    const V = model.info().vocabSize;
+    try {
+      const s = model.createSequence();
+      const step = { tokens: i32([1, 403]), seqIds: i32([s]), seqTokens: i32([2]), logitRows: i32([1]) };
+      const o = nativeSamplingOptions(validateSamplingOptions({}));
+      const st = new Rng(1).getState();
+      expect(() => model.forward({ ...step, sample: { rows: i32([1]), options: [o], rngStates: st } })).toThrow(RangeError);
+      expect(() => model.forward({ ...step, sample: { rows: i32([0]), options: [o, o], rngStates: st } })).toThrow(/rows|rngStates/);
+      expect(() => model.forward({ ...step, sample: { rows: i32([0]), options: [{ ...o, topP: 2 }], rngStates: st } })).toThrow(/topP/);
+      expect(model.sequenceLength(s)).toBe(0);
+      const banAll = { ...o, biasIds: i32([...Array(V).keys()]), biasValues: new Float64Array(V).fill(-Infinity) };
+      await expect(model.forward({ ...step, sample: { rows: i32([0]), options: [banAll], rngStates: st } })).rejects.toThrow(/no token left/);
+    } finally {
+      model.dispose();
     }
   });
 });

@@ -17,6 +17,7 @@
 #include "tessera/llama.h"
 #include "tessera/synth.h"
 #include "tessera/threadpool.h"
+#include "sampling.h"
 #ifdef TESSERA_WITH_CUDA
 #include "tessera/cuda_llama.h"
 #endif
@@ -273,10 +274,12 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
 #ifdef TESSERA_WITH_CUDA
         if (state_->gpu) {
           state_->gpu->forward(*state_->kv, bb, logits_.data(), state_->context_size);
+          sample_step();
           return;
         }
 #endif
         state_->model->forward(*state_->kv, bb, logits_.data(), *state_->pool, state_->context_size);
+        sample_step();
       } catch (const KvOutOfPages& e) {
         kind_ = "out_of_pages";
         SetError(e.what());
@@ -291,8 +294,22 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       state_->busy.store(false);
       auto out = Napi::Float32Array::New(Env(), logits_.size());
       std::copy(logits_.begin(), logits_.end(), out.Data());
-      deferred_.Resolve(out);
+      if (!sample_) return deferred_.Resolve(out);
+      Napi::Object r = Napi::Object::New(Env());
+      write_sample_results(Env(), *sample_, r);
+      r.Set("logits", out);  // the rows not sampled (sample_step moved them to the front)
+      deferred_.Resolve(r);
     }
+
+   public:
+    // Samples rows of this step natively after the forward: request i samples logit row rows[i]
+    // (a position in logitRows).
+    void set_sampling(SampleBatch batch, std::vector<int32_t> rows) {
+      sample_ = std::make_unique<SampleBatch>(std::move(batch));
+      sample_rows_ = std::move(rows);
+    }
+
+   protected:
     void OnError(const Napi::Error& e) override {
       state_->busy.store(false);
       Napi::Error err = kind_ == "range" ? Napi::RangeError::New(Env(), e.Message()) : Napi::Error::New(Env(), e.Message());
@@ -306,10 +323,35 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     StepInput in_;
     std::vector<float> logits_;
     std::string kind_;
+    std::unique_ptr<SampleBatch> sample_;
+    std::vector<int32_t> sample_rows_;
+
+    // On the worker thread, after the forward: samples the requested rows on the model's pool,
+    // then keeps only the rows not sampled in logits_ (in logitRows order).
+    void sample_step() {
+      if (!sample_) return;
+      const int32_t V = state_->model->config().n_vocab;
+      std::vector<const float*> rows(sample_rows_.size());
+      for (size_t i = 0; i < rows.size(); i++) rows[i] = logits_.data() + (size_t)sample_rows_[i] * V;
+      const int64_t bad = sample_->run(rows.data(), V, state_->pool.get());
+      if (bad >= 0) throw ArgError(ErrorKind::Range, sample_->results[bad].error);
+      std::vector<char> sampled(in_.rows.size(), 0);
+      for (int32_t r : sample_rows_) sampled[r] = 1;
+      size_t kept = 0;
+      for (size_t r = 0; r < sampled.size(); r++)
+        if (!sampled[r]) {
+          if (kept != r) std::copy_n(logits_.data() + r * V, V, logits_.data() + kept * V);
+          kept++;
+        }
+      logits_.resize(kept * V);
+    }
   };
 
   // forward({ tokens, seqIds, seqTokens, logitRows, positions?, treeMask?, skipMask? })
   //   -> Promise<Float32Array (rows * vocab)>
+  // With sample: { rows, options, histories?, rngStates, logprobs? } the given logit rows are
+  // sampled on the worker thread -> Promise<{ tokens, logprobs, topOffsets, topTokens, topLogprobs,
+  // rngStates, logits (the rows not sampled) }> (NativeSampledStep in lib/native.ts).
   // positions: Int32Array (one per token); treeMask: Uint8Array (sum of seqTokens[i]², row-major
   // per sequence); skipMask: Uint8Array (layers x tokens). Their contents are checked natively.
   Napi::Value Forward(const Napi::CallbackInfo& info) {
@@ -348,8 +390,34 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                                            " entries, expected one per token (" + std::to_string(in.tokens.size()) + ")");
     in.tree = bytes("treeMask", in.has_tree);
     in.skip = bytes("skipMask", in.has_skip);
+    // sample: { rows, options, histories?, rngStates, logprobs? } (NativeStepSampling in lib/native.ts)
+    const Napi::Value sv = o.Get("sample");
+    const bool has_sample = !(sv.IsUndefined() || sv.IsNull());
+    SampleBatch sample;
+    std::vector<int32_t> sample_rows;
+    if (has_sample) {
+      if (!sv.IsObject()) throw Napi::TypeError::New(env, "forward: sample must be an object");
+      Napi::Object so = sv.As<Napi::Object>();
+      sample = read_sample_batch(env, so, s.model->config().n_vocab, "forward: sample");
+      Napi::Value rv = so.Get("rows");
+      if (!rv.IsTypedArray() || rv.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+        throw Napi::TypeError::New(env, "forward: sample.rows must be an Int32Array");
+      auto ra = rv.As<Napi::Int32Array>();
+      if ((int64_t)ra.ElementLength() != sample.size())
+        throw Napi::RangeError::New(env, "forward: sample.rows must have one entry per sampled row (" + std::to_string(sample.size()) + ")");
+      std::vector<char> seen(in.rows.size(), 0);
+      for (size_t i = 0; i < ra.ElementLength(); i++) {
+        const int32_t r = ra[i];
+        if (r < 0 || (size_t)r >= in.rows.size() || seen[r])
+          throw Napi::RangeError::New(env, "forward: sample.rows[" + std::to_string(i) + "] must be a distinct position in logitRows [0, " +
+                                               std::to_string(in.rows.size()) + "), got " + std::to_string(r));
+        seen[r] = 1;
+        sample_rows.push_back(r);
+      }
+    }
     s.busy.store(true);
     auto* worker = new ForwardWorker(env, state_, std::move(in));
+    if (has_sample) worker->set_sampling(std::move(sample), std::move(sample_rows));
     Napi::Promise p = worker->Promise();
     worker->Queue();
     return p;
