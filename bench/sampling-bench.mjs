@@ -11,6 +11,13 @@
 // includes the N-API call (options, histories and states read, results written) but not the
 // logits' trip through N-API: the rows stay in JS memory, as a forward step's stay in native memory.
 // Needs the built addon and dist/ (npm run build).
+//
+//   node bench/sampling-bench.mjs --step [--seqs 32] [--steps 40]
+//
+// Decode steps of --seqs sequences on a narrow synthetic model (dim 64, 2 layers, the 32000-token
+// Llama 2 vocabulary from test/data/models/llama2-vocab.gguf), each step sampling every sequence:
+// in the step (forward with `sample`, native) or from the returned rows (Sampler.sample in JS),
+// greedy and top-p; ms per step, tokens/s, and top-p's rate as a fraction of greedy's.
 import { createRequire } from 'node:module';
 import * as os from 'node:os';
 
@@ -33,6 +40,10 @@ const budgetMs = Number(opt('ms', '1500'));
 
 const a = addon();
 const threadsBefore = a.info().threads;
+if (args.includes('--step')) {
+  await stepBench();
+  process.exit(0);
+}
 
 function mulberry32(seed) {
   let x = seed >>> 0;
@@ -97,3 +108,61 @@ for (const V of vocabs) {
   }
 }
 a.setThreads(threadsBefore);
+
+async function stepBench() {
+  const fs = await import('node:fs');
+  const path = await import('node:path');
+  const { writeSyntheticModel } = require('../dist/synth.js');
+  const seqs = Number(opt('seqs', '32'));
+  const steps = Number(opt('steps', '40'));
+  const threads = Number(opt('threads', '2').split(',')[0]);
+  const root = path.join(path.dirname(new URL(import.meta.url).pathname), '..');
+  const file = path.join(os.tmpdir(), `tessera-sampling-bench-${process.pid}.gguf`);
+  await writeSyntheticModel(file, { dim: 64, layers: 2, heads: 2, kvHeads: 2, ff: 172, context: 512, dtype: 'f32', weightStd: 0.3, vocabFrom: path.join(root, 'test', 'data', 'models', 'llama2-vocab.gguf') });
+  const model = new a.NativeModel(file, { device: 'cpu', threads, contextSize: 512, kvPages: 4096, pageSize: 16, kvDtype: 'f16' });
+  await model.repack();
+  const V = model.info().vocabSize;
+  const i32 = (x) => Int32Array.from(x);
+  console.log(`# decode steps, ${seqs} sequences, narrow synthetic model (dim 64, 2 layers, vocab ${V}), ${threads} threads; ${os.cpus()[0].model}, load ${os.loadavg()[0].toFixed(1)}`);
+  console.log('| sampling | where | ms / step | tokens/s | vs greedy (same path) |');
+  console.log('|---|---|---|---|---|');
+  const greedyRate = {};
+  for (const [label, o] of [['greedy', { temperature: 0 }], ['top-p 0.95, T 0.8', { temperature, topP }]]) {
+    for (const where of ['native (in the step)', 'JS (rows to Sampler)']) {
+      const ids = Array.from({ length: seqs }, () => model.createSequence());
+      const hist = ids.map((_, i) => [1, 100 + i, 200 + i, 300 + i]);
+      // prompt
+      await model.forward({ tokens: i32(hist.flat()), seqIds: i32(ids), seqTokens: i32(hist.map((h) => h.length)), logitRows: i32([]) });
+      let last = hist.map((h) => h[h.length - 1]);
+      const resolved = validateSamplingOptions(o);
+      const nopt = Array(seqs).fill(nativeSamplingOptions(resolved));
+      let states = new Uint32Array(4 * seqs);
+      ids.forEach((_, i) => states.set(new Rng(i).getState(), 4 * i));
+      const samplers = ids.map((_, i) => new Sampler({ ...o, seed: i }, V));
+      const rows = i32([...Array(seqs).keys()]);
+      const step = async () => {
+        const base = { tokens: i32(last), seqIds: i32(ids), seqTokens: i32(Array(seqs).fill(1)), logitRows: rows };
+        if (where.startsWith('native')) {
+          const out = await model.forward({ ...base, sample: { rows, options: nopt, histories: hist.map((h) => i32(h)), rngStates: states, logprobs: new Int32Array(seqs).fill(-1) } });
+          states = out.rngStates;
+          last = Array.from(out.tokens);
+        } else {
+          const L = await model.forward(base);
+          last = samplers.map((s, i) => s.sample(L.subarray(i * V, (i + 1) * V), hist[i], { logprob: false }).token);
+        }
+        last.forEach((t, i) => hist[i].push(t));
+      };
+      for (let i = 0; i < 3; i++) await step();
+      const t0 = performance.now();
+      for (let i = 0; i < steps; i++) await step();
+      const ms = (performance.now() - t0) / steps;
+      ids.forEach((s) => model.releaseSequence(s));
+      const rate = (seqs * 1000) / ms;
+      if (label === 'greedy') greedyRate[where] = rate;
+      const ratio = label === 'greedy' ? '1' : `${(rate / greedyRate[where]).toFixed(2)}x`;
+      console.log(`| ${label} | ${where} | ${ms.toFixed(2)} | ${Math.round(rate)} | ${ratio} |`);
+    }
+  }
+  model.dispose();
+  fs.rmSync(file, { force: true });
+}

@@ -87,6 +87,8 @@ struct CudaLlama::Impl final : public Backend {
                   StepBuffers& m) override;
   void run(const StepPlan& plan, const PagedKv& layer0, const std::function<void()>& body) override;
   void finish(float* host_logits, const float* logits, int64_t n) override;
+  const float* last_logits_ = nullptr;  // (last_rows_, V) on the device: the last step's logits
+  int64_t last_rows_ = 0;
   void abort() noexcept override { cudaStreamSynchronize(stream_); }
   void embed(const WeightRef& t, const int32_t* tokens, int64_t n_tokens, float* out) override {
     cuda::embed(stream_, t.data, t.dtype, t.k, tokens, n_tokens, out);
@@ -436,8 +438,31 @@ void CudaLlama::Impl::run(const StepPlan& plan, const PagedKv& layer0, const std
 }
 
 void CudaLlama::Impl::finish(float* host_logits, const float* logits, int64_t n) {
-  if (n > 0) TS_CUDA_CHECK(cudaMemcpyAsync(host_logits, logits, sizeof(float) * n, cudaMemcpyDeviceToHost, stream_));
+  last_logits_ = logits, last_rows_ = n / cfg_.n_vocab;  // for greedy_last_step
+  if (n > 0 && host_logits) TS_CUDA_CHECK(cudaMemcpyAsync(host_logits, logits, sizeof(float) * n, cudaMemcpyDeviceToHost, stream_));
   TS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaLlama::greedy_last_step(int32_t* tokens, double* logprobs) {
+  Impl& m = *impl_;
+  const int64_t R = m.last_rows_;
+  if (R <= 0 || !m.last_logits_) return;
+  TS_CUDA_CHECK(cudaSetDevice(m.device_));
+  void* buf = nullptr;  // logprob (R,) f64, then idx (R,) i32
+  TS_CUDA_CHECK(cudaMallocAsync(&buf, (size_t)R * (sizeof(double) + sizeof(int32_t)), m.stream_));
+  double* dl = static_cast<double*>(buf);
+  int32_t* di = reinterpret_cast<int32_t*>(dl + R);
+  try {
+    cuda::greedy_rows(m.stream_, m.last_logits_, R, m.cfg_.n_vocab, di, dl);
+    TS_CUDA_CHECK(cudaMemcpyAsync(tokens, di, sizeof(int32_t) * R, cudaMemcpyDeviceToHost, m.stream_));
+    TS_CUDA_CHECK(cudaMemcpyAsync(logprobs, dl, sizeof(double) * R, cudaMemcpyDeviceToHost, m.stream_));
+  } catch (...) {
+    cudaFreeAsync(buf, m.stream_);
+    cudaStreamSynchronize(m.stream_);
+    throw;
+  }
+  TS_CUDA_CHECK(cudaFreeAsync(buf, m.stream_));
+  TS_CUDA_CHECK(cudaStreamSynchronize(m.stream_));
 }
 
 void CudaLlama::forward(KvCache& kv, const ForwardBatch& b, float* logits, int32_t max_seq_len) {

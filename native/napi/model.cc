@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include <atomic>
+#include <cmath>
 #include <climits>
 #include <memory>
 #include <mutex>
@@ -273,6 +274,11 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         logits_.resize(in_.rows.size() * (size_t)state_->model->config().n_vocab);
 #ifdef TESSERA_WITH_CUDA
         if (state_->gpu) {
+          if (device_greedy()) {  // sampled on the GPU: only tokens and logprobs come back
+            state_->gpu->forward(*state_->kv, bb, nullptr, state_->context_size);
+            greedy_from_device();
+            return;
+          }
           state_->gpu->forward(*state_->kv, bb, logits_.data(), state_->context_size);
           sample_step();
           return;
@@ -345,6 +351,40 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         }
       logits_.resize(kept * V);
     }
+
+#ifdef TESSERA_WITH_CUDA
+    // Whether the step samples every logit row greedily with nothing to apply first (no bias, no
+    // penalty, no top-n): then the GPU picks the tokens (cuda::greedy_rows) and the logits stay there.
+    bool device_greedy() const {
+      if (!sample_ || sample_rows_.size() != in_.rows.size() || in_.rows.empty()) return false;
+      for (int64_t i = 0; i < sample_->size(); i++) {
+        const SamplingParams& p = sample_->params[i];
+        const bool penalties = p.penalty_last_n != 0 && (p.repeat_penalty != 1 || p.presence_penalty != 0 || p.frequency_penalty != 0);
+        if (p.temperature != 0 || !p.bias_ids.empty() || penalties || sample_->top_n[i] > 0) return false;
+      }
+      return true;
+    }
+    void greedy_from_device() {
+      const size_t R = in_.rows.size();
+      const int32_t V = state_->model->config().n_vocab;
+      std::vector<int32_t> tok(R);
+      std::vector<double> lp(R);
+      state_->gpu->greedy_last_step(tok.data(), lp.data());
+      sample_->results.assign(R, SampleResult{});
+      for (size_t i = 0; i < R; i++) {
+        const int32_t r = sample_rows_[i], t = tok[r];
+        if (t == -1)
+          throw ArgError(ErrorKind::Range, "sample: no token left to sample: all " + std::to_string(V) +
+                                               " logits are -Infinity after logitBias and penalties");
+        if (t < 0)
+          throw ArgError(ErrorKind::Range, "sample: a logit of logit row " + std::to_string(r) +
+                                               " is NaN or Infinity; expected finite numbers or -Infinity in logits");
+        sample_->results[i].token = t;
+        sample_->results[i].logprob = sample_->top_n[i] < 0 ? std::nan("") : lp[r];
+      }
+      logits_.clear();
+    }
+#endif
   };
 
   // forward({ tokens, seqIds, seqTokens, logitRows, positions?, treeMask?, skipMask? })

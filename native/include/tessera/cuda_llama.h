@@ -32,7 +32,13 @@ class CudaLlama {
 
   // One packed step (see LlamaModel::forward). `kv` must come from make_cache(). Synchronous:
   // returns when the logits (n_logit_rows, n_vocab) are in host memory.
+  // `logits` may be null: the logits then stay on the device only (for greedy_last_step).
   void forward(KvCache& kv, const ForwardBatch& batch, float* logits, int32_t max_seq_len);
+
+  // Greedy sampling on the device (cuda::greedy_rows, the native sampler's greedy path) of every
+  // logit row the last forward() left there: tokens / logprobs (n_logit_rows,); a token of -1 means
+  // every logit was -inf, -2 a NaN or +inf logit. Synchronous.
+  void greedy_last_step(int32_t* tokens, double* logprobs);
 
   const LlamaConfig& config() const;
   int device() const;
