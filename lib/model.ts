@@ -260,6 +260,9 @@ export class Model {
       throw rangeError(where, 'prompt', `has ${promptIds.length} tokens, more than the context size (${ctx})`);
     }
 
+    let banned = 0;
+    for (const [id, b] of sampling.logitBias) if (b === -Infinity && id < this.info.vocabSize) banned++;
+    if (banned === this.info.vocabSize) throw rangeError(where, 'logitBias', 'bans every token of the vocabulary (-Infinity for all of them)');
     const request = new GenerationRequest({
       promptIds,
       sampler: new Sampler(sampling, this.info.vocabSize),

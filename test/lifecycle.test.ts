@@ -194,6 +194,29 @@ describe('completeBatch', () => {
   });
 });
 
+describe('sampling in the step', () => {
+  it('the same seed gives the same tokens on every run and at 1 and 2 threads', async () => {
+    const opts = { temperature: 0.8, topP: 0.9, topK: 40, repeatPenalty: 1.1, seed: 3, maxTokens: 40, logprobs: 3 };
+    const runs: Completion[] = [];
+    for (const threads of [1, 2, 1]) {
+      const m = await loadModel(MODEL, { threads, contextSize: CTX });
+      try {
+        runs.push(await m.complete('Once upon a time', opts));
+      } finally {
+        await m.dispose();
+      }
+    }
+    expect(runs[1].tokens).toEqual(runs[0].tokens);
+    expect(runs[2].tokens).toEqual(runs[0].tokens);
+    expect(runs[0].tokens).not.toEqual((await solo('Once upon a time', { ...opts, seed: 4 })).tokens);
+  });
+
+  it('a logit bias that bans every token is refused up front', async () => {
+    const logitBias = Object.fromEntries(Array.from({ length: ref.info.vocabSize }, (_, i) => [i, -Infinity]));
+    expect(() => ref.generate('Once', { logitBias })).toThrow(/logitBias bans every token/);
+  });
+});
+
 describe('loading', () => {
   it('reports progress: mapping, then repacking per layer, then ready; fractions only grow', async () => {
     const seen: LoadProgress[] = [];

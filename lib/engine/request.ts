@@ -5,8 +5,29 @@
 // LogitsRequest is teacher forcing (every row back, nothing sampled). The scheduler knows only
 // this contract, so a request that proposes and verifies several tokens per step (speculation) is
 // the same kind of thing to it.
+import { nativeSamplingOptions, type NativeSamplingOptions } from '../native';
 import type { Sampler } from '../sampling';
 import type { StreamingDecoder } from '../tokenizer';
+
+/** How to sample a request's row natively, inside the step (see NativeModel.forward's `sample`). */
+export interface StepSample {
+  options: NativeSamplingOptions;
+  /** The tokens the penalties read (their last penaltyLastN), or undefined when no penalty is on. */
+  history: Int32Array | undefined;
+  /** The request's generator state (4 words). */
+  rngState: Uint32Array;
+  /** -1: no logprob wanted; 0: the chosen token's; n > 0: and the top n. */
+  logprobs: number;
+}
+
+/** A token sampled in the step, with what was asked of it. */
+export interface SampledToken {
+  token: number;
+  logprob: number;
+  top?: { token: number; logprob: number }[];
+  /** The generator state after the draw. */
+  rngState: Uint32Array;
+}
 
 /** One request's side of the scheduler: proposal -> rows -> accepted tokens. */
 export interface SchedulerRequest {
@@ -25,7 +46,12 @@ export interface SchedulerRequest {
    * to feed next ([] to go on with `pending`), or null when the request is finished. Called after
    * every step that fed the request, also when no row was wanted.
    */
-  onRows(rows: Float32Array, fed: readonly number[], start: number, last: boolean): number[] | null;
+  onRows(rows: Float32Array, fed: readonly number[], start: number, last: boolean, sampled?: SampledToken): number[] | null;
+  /**
+   * When present, the last row wanted of a chunk that ends `pending` is sampled in the step with
+   * this (natively, on the worker thread) and reaches onRows as `sampled` instead of as a row.
+   */
+  sampleSpec?(): StepSample;
   /** Called exactly once when the request leaves the scheduler (finished, failed or aborted). */
   onDone(error?: Error): void;
   /** Checked between steps: true when the consumer aborted. */
@@ -108,6 +134,9 @@ export class GenerationRequest implements SchedulerRequest {
   readonly maxLength: number;
   readonly generation: Generation;
   #spec: GenerationSpec;
+  #native: NativeSamplingOptions;
+  #rngState: Uint32Array;
+  #penaltyWindow: number; // tokens of history the penalties read; 0 when none is on
   #channel = new Channel<GenerateChunk>();
   #generated: number[] = [];
   #history: number[];
@@ -127,6 +156,11 @@ export class GenerationRequest implements SchedulerRequest {
     this.#history = [...spec.promptIds];
     this.maxLength = Math.min(spec.contextSize, spec.promptIds.length + spec.maxTokens);
     this.#holdBack = spec.stop.reduce((m, s) => Math.max(m, s.length - 1), 0);
+    const o = spec.sampler.options;
+    this.#native = nativeSamplingOptions(o);
+    this.#rngState = spec.sampler.rng.getState();
+    const penalties = o.repeatPenalty !== 1 || o.presencePenalty !== 0 || o.frequencyPenalty !== 0;
+    this.#penaltyWindow = !penalties || o.penaltyLastN === 0 ? 0 : o.penaltyLastN < 0 ? Infinity : o.penaltyLastN;
     const result = new Promise<Completion>((res, rej) => {
       this.#resolve = res;
       this.#reject = rej;
@@ -160,12 +194,24 @@ export class GenerationRequest implements SchedulerRequest {
     return last ? [n - 1] : [];
   }
 
-  onRows(rows: Float32Array): number[] | null {
-    if (rows.length === 0) return []; // a prompt chunk: go on feeding
+  sampleSpec(): StepSample {
+    const w = this.#penaltyWindow;
+    const lp = this.#spec.logprobs;
+    return {
+      options: this.#native,
+      history: w > 0 ? Int32Array.from(w === Infinity ? this.#history : this.#history.slice(-w)) : undefined,
+      rngState: this.#rngState,
+      logprobs: lp === false ? -1 : lp === true ? 0 : lp,
+    };
+  }
+
+  onRows(_rows: Float32Array, _fed: readonly number[], _start: number, last: boolean, r?: SampledToken): number[] | null {
+    if (!last) return []; // a prompt chunk: go on feeding
+    if (!r) throw new Error('GenerationRequest: the step did not sample this request');
     const s = this.#spec;
     if (!this.#tFirst) this.#tFirst = performance.now();
     const top = typeof s.logprobs === 'number' && s.logprobs > 0 ? s.logprobs : 0;
-    const r = s.sampler.sample(rows, this.#history, top ? { logprobs: top } : { logprob: s.logprobs !== false });
+    this.#rngState = r.rngState;
     this.#generated.push(r.token);
     this.#history.push(r.token);
     const isEnd = s.eog.has(r.token) || s.stopTokens.has(r.token);

@@ -13,8 +13,8 @@
 // (native sequences cannot be released while a step runs), then ends every request with the
 // given error.
 import { DisposedError, OutOfPagesError } from '../errors';
-import type { NativeModel } from '../native';
-import type { SchedulerRequest } from './request';
+import type { NativeModel, NativeSampledStep, NativeSamplingOptions } from '../native';
+import type { SampledToken, SchedulerRequest } from './request';
 
 export type { SchedulerRequest } from './request';
 
@@ -188,21 +188,48 @@ export class Scheduler {
     }
     const tokens: number[] = [];
     const rows: number[] = [];
-    const wanted: number[] = []; // rows per entry of the step
+    const wanted: number[] = []; // rows per entry of the step (sampled ones not counted)
+    const sampledAt: number[] = []; // entry -> index among the sampled rows, or -1
+    const sample = { rows: [] as number[], options: [] as NativeSamplingOptions[], histories: [] as (Int32Array | undefined)[], states: [] as Uint32Array[], logprobs: [] as number[] };
     for (const s of step) {
       const want = s.a.req.rowsWanted(s.tokens.length, s.last);
+      const spec = s.last && want.length > 0 ? s.a.req.sampleSpec?.() : undefined;
       for (const i of want) rows.push(tokens.length + i);
-      wanted.push(want.length);
+      if (spec) {
+        // The last wanted row is sampled in the step: it comes back as a token, not as a row.
+        sampledAt.push(sample.rows.length);
+        sample.rows.push(rows.length - 1);
+        sample.options.push(spec.options);
+        sample.histories.push(spec.history);
+        sample.states.push(spec.rngState);
+        sample.logprobs.push(spec.logprobs);
+        wanted.push(want.length - 1);
+      } else {
+        sampledAt.push(-1);
+        wanted.push(want.length);
+      }
       tokens.push(...s.tokens);
     }
+    const forward = {
+      tokens: Int32Array.from(tokens),
+      seqIds: Int32Array.from(step.map((s) => s.a.seq)),
+      seqTokens: Int32Array.from(step.map((s) => s.tokens.length)),
+      logitRows: Int32Array.from(rows),
+    };
     let logits: Float32Array;
+    let sampled: NativeSampledStep | undefined;
     try {
-      logits = await this.#native.forward({
-        tokens: Int32Array.from(tokens),
-        seqIds: Int32Array.from(step.map((s) => s.a.seq)),
-        seqTokens: Int32Array.from(step.map((s) => s.tokens.length)),
-        logitRows: Int32Array.from(rows),
-      });
+      if (sample.rows.length === 0) {
+        logits = await this.#native.forward(forward);
+      } else {
+        const rngStates = new Uint32Array(4 * sample.states.length);
+        sample.states.forEach((st, i) => rngStates.set(st, 4 * i));
+        sampled = await this.#native.forward({
+          ...forward,
+          sample: { rows: Int32Array.from(sample.rows), options: sample.options, histories: sample.histories, rngStates, logprobs: Int32Array.from(sample.logprobs) },
+        });
+        logits = sampled.logits;
+      }
     } catch (err) {
       for (const s of step) this.#finish(s.a, err as Error);
       return;
@@ -223,7 +250,7 @@ export class Scheduler {
       row += wanted[i];
       let next: number[] | null;
       try {
-        next = s.a.req.onRows(slice, s.tokens, start, s.last);
+        next = s.a.req.onRows(slice, s.tokens, start, s.last, sampled && sampledAt[i] >= 0 ? sampledToken(sampled, sampledAt[i]) : undefined);
       } catch (err) {
         this.#finish(s.a, err as Error);
         return;
@@ -316,4 +343,12 @@ export class Scheduler {
     this.#waiting = this.#waiting.filter((a) => !chosen.has(a));
     if (chosen.size > 0) for (const a of this.#waiting) a.passedOver++;
   }
+}
+
+/** Row j of a sampled step as one token. */
+function sampledToken(r: NativeSampledStep, j: number): SampledToken {
+  const out: SampledToken = { token: r.tokens[j], logprob: r.logprobs[j], rngState: r.rngStates.slice(4 * j, 4 * j + 4) };
+  const a = r.topOffsets[j], b = r.topOffsets[j + 1];
+  if (b > a) out.top = Array.from({ length: b - a }, (_, k) => ({ token: r.topTokens[a + k], logprob: r.topLogprobs[a + k] }));
+  return out;
 }
