@@ -226,7 +226,7 @@ describe('native sampler: stochastic agreement with the reference', () => {
 
   for (const [V, rows, quantum] of [
     [32000, 8, 0],
-    [48, 40, 0.25],
+    [51, 40, 0.25], // not a multiple of 8 or 16: the vector loops' tails too
   ]) {
     it(`every option combination (${combos.length}) at vocab ${V}: the same token on >= 99.9% of draws`, () => {
       let draws = 0;

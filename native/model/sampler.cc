@@ -230,7 +230,57 @@ int32_t scan_argmax(Ws& w, const float* L, int32_t V) {
   return token;
 }
 
+int64_t scan_max_min_scalar(Ws& w, const float* L, int32_t V);
+
+// scan_max_min eight logits at a time with AVX2 (max and min are exact, so the results are the
+// scalar loop's); a row with a NaN or +inf goes to the scalar loop, which names the first one.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target("avx2"))) int64_t scan_max_min_avx2(Ws& w, const float* L, int32_t V) {
+  const __m256 ninf = _mm256_set1_ps(-INFINITY), pinf = _mm256_set1_ps(INFINITY);
+  __m256 hi = ninf, lo = pinf, bad = _mm256_setzero_ps();
+  __m256i count = _mm256_setzero_si256();
+  int32_t i = 0;
+  for (; i + 8 <= V; i += 8) {
+    const __m256 v = _mm256_loadu_ps(L + i);
+    bad = _mm256_or_ps(bad, _mm256_or_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q), _mm256_cmp_ps(v, pinf, _CMP_EQ_OQ)));
+    const __m256 finite = _mm256_cmp_ps(v, ninf, _CMP_NEQ_OQ);
+    count = _mm256_sub_epi32(count, _mm256_castps_si256(finite));
+    hi = _mm256_max_ps(hi, v);
+    lo = _mm256_min_ps(lo, _mm256_blendv_ps(pinf, v, finite));
+  }
+  if (_mm256_movemask_ps(bad)) return scan_max_min_scalar(w, L, V);
+  alignas(32) float h[8], l[8];
+  alignas(32) int32_t c[8];
+  _mm256_store_ps(h, hi), _mm256_store_ps(l, lo), _mm256_store_si256((__m256i*)c, count);
+  float max = -INFINITY, min = INFINITY;
+  int64_t n = 0;
+  for (int k = 0; k < 8; k++) {
+    if (h[k] > max) max = h[k];
+    if (l[k] < min) min = l[k];
+    n += c[k];
+  }
+  for (; i < V; i++) {
+    const float v = L[i];
+    if (v == -INFINITY) continue;
+    if (!(v < INFINITY)) return scan_max_min_scalar(w, L, V);
+    n++;
+    if (v > max) max = v;
+    if (v < min) min = v;
+  }
+  w.reg_max = max;
+  w.reg_min = min;
+  return n;
+}
+#endif
+
 int64_t scan_max_min(Ws& w, const float* L, int32_t V) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if (kHaveAvx2) return scan_max_min_avx2(w, L, V);
+#endif
+  return scan_max_min_scalar(w, L, V);
+}
+
+int64_t scan_max_min_scalar(Ws& w, const float* L, int32_t V) {
   int64_t n = 0;
   float max = -INFINITY, min = INFINITY;
   for (int32_t i = 0; i < V; i++) {
@@ -437,7 +487,40 @@ double bucketize_mass_all(Ws& w, const float* L, int32_t V, double max, double s
   return z;
 }
 
+// emit_buckets_all sixteen ids at a time with AVX-512 (compress of the ids below / at the cut).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+const bool kHaveAvx512 = __builtin_cpu_supports("avx512f");
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // inside GCC's own intrinsics header
+__attribute__((target("avx512f"))) int64_t emit_buckets_all_avx512(Ws& w, int32_t V, int cut, int32_t* dst, int32_t* rest) {
+  int64_t out = 0, m = 0;
+  const __m512i vcut = _mm512_set1_epi32(cut), step = _mm512_set1_epi32(16);
+  __m512i ids = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  int32_t i = 0;
+  for (; i + 16 <= V; i += 16) {
+    const __m512i b = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(w.bucket_of.data() + i)));
+    const __mmask16 below = _mm512_cmplt_epi32_mask(b, vcut), at = _mm512_cmpeq_epi32_mask(b, vcut);
+    _mm512_storeu_si512(dst + out, _mm512_maskz_compress_epi32(below, ids));
+    _mm512_storeu_si512(rest + m, _mm512_maskz_compress_epi32(at, ids));
+    out += __builtin_popcount(below);
+    m += __builtin_popcount(at);
+    ids = _mm512_add_epi32(ids, step);
+  }
+  for (; i < V; i++) {
+    const int b = w.bucket_of[i];
+    if (b < cut) dst[out++] = i;
+    if (b == cut) rest[m++] = i;
+  }
+  w.reg_rest = m;
+  return out;
+}
+#pragma GCC diagnostic pop
+#endif
+
 int64_t emit_buckets_all(Ws& w, int32_t V, int cut, int32_t* dst, int32_t* rest) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if (kHaveAvx512) return emit_buckets_all_avx512(w, V, cut, dst, rest);
+#endif
   int64_t out = 0, m = 0;
   for (int32_t i = 0; i < V; i++) {
     const int b = w.bucket_of[i];
