@@ -154,6 +154,13 @@ export interface NativeModel {
   forkSequence(seq: number): number;
   releaseSequence(seq: number): void;
   truncateSequence(seq: number, length: number): void;
+  /**
+   * Commits an accepted token-tree path: the KV entries at `keepPositions` (strictly increasing
+   * slots below the length; the entries before the first stay) move to consecutive slots from
+   * keepPositions[0], and the sequence is truncated after them. Returns the pages freed.
+   * RangeError naming the problem, before anything changes.
+   */
+  commitPath(seq: number, keepPositions: Int32Array): number;
   sequenceLength(seq: number): number;
   freePages(): number;
   pagesNeeded(seqIds: Int32Array, counts: Int32Array): number;

@@ -141,3 +141,46 @@ describe('forward: the wider step', () => {
     }
   });
 });
+
+describe('commitPath: KV compaction of an accepted tree path', () => {
+  it(`after a tree step and a commit of one branch, the next step equals a run of the accepted tokens alone (max |diff| < ${TOL}); pages are freed`, async () => {
+    for (const leaf of [4, 3]) {
+      const [s, tree] = await treeStep();
+      try {
+        const path = pathTo(leaf);
+        const keep = i32(path.map((node) => prefix.length + node));
+        const free = native.freePages();
+        const before = native.sequenceLength(s);
+        const freed = native.commitPath(s, keep);
+        expect(native.sequenceLength(s)).toBe(prefix.length + path.length);
+        const pageSize = native.info().pageSize;
+        expect(freed).toBe(Math.ceil(before / pageSize) - Math.ceil((prefix.length + path.length) / pageSize));
+        expect(native.freePages()).toBe(free + freed);
+        // the tree's own rows are the accepted ones too
+        const next = [290, 300];
+        const after = await native.forward({ tokens: i32(next), seqIds: i32([s]), seqTokens: i32([2]), logitRows: i32([0, 1]) });
+        const alone = await linear([...prefix, ...path.map((a) => nodeTok[a]), ...next]);
+        const at = prefix.length + path.length;
+        expect(Math.max(maxDiff(after, 0, alone, at), maxDiff(after, 1, alone, at + 1))).toBeLessThan(TOL);
+        expect(maxDiff(tree, path[path.length - 1], alone, at - 1)).toBeLessThan(TOL);
+      } finally {
+        native.releaseSequence(s);
+      }
+    }
+  });
+
+  it('bad keep lists throw RangeError naming keepPositions and change nothing', async () => {
+    const [s] = await treeStep();
+    try {
+      const len = native.sequenceLength(s);
+      expect(() => native.commitPath(s, i32([5, 4]))).toThrow(RangeError);
+      expect(() => native.commitPath(s, i32([5, 4]))).toThrow(/keepPositions must be strictly increasing/);
+      expect(() => native.commitPath(s, i32([len]))).toThrow(/keepPositions\[0\]/);
+      expect(() => native.commitPath(s, i32([]))).toThrow(/keepPositions/);
+      expect(() => native.commitPath(s, [4] as unknown as Int32Array)).toThrow(TypeError);
+      expect(native.sequenceLength(s)).toBe(len);
+    } finally {
+      native.releaseSequence(s);
+    }
+  });
+});

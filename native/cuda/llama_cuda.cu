@@ -61,6 +61,27 @@ class DeviceKvStorage final : public KvStorage {
       TS_CUDA_CHECK(cudaMemcpyAsync(v + dst * page_bytes, v + src * page_bytes, bytes, cudaMemcpyDeviceToDevice, stream_));
     }
   }
+  void compact(const PagedKv& tables, const int32_t* bidx, const int32_t* src, const int32_t* dst,
+               int64_t n_moves) override {
+    // the tables and moves in one upload: indptr (2), last (1), indices, then bidx / src / dst
+    const int32_t P = tables.indptr[1];
+    std::vector<int32_t> h(3 + P + 3 * n_moves);
+    h[0] = tables.indptr[0], h[1] = tables.indptr[1], h[2] = tables.last_page_len[0];
+    std::copy_n(tables.indices, P, h.begin() + 3);
+    std::copy_n(bidx, n_moves, h.begin() + 3 + P);
+    std::copy_n(src, n_moves, h.begin() + 3 + P + n_moves);
+    std::copy_n(dst, n_moves, h.begin() + 3 + P + 2 * n_moves);
+    DeviceBuffer d(h.size() * sizeof(int32_t));
+    TS_CUDA_CHECK(cudaMemcpyAsync(d.get(), h.data(), h.size() * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+    const int32_t* dp = d.as<int32_t>();
+    PagedKv kv = tables;
+    kv.indptr = dp, kv.last_page_len = dp + 2, kv.indices = dp + 3;
+    for (size_t l = 0; l < k_.size(); l++) {
+      kv.k_pages = k_[l].get(), kv.v_pages = v_[l].get();
+      cuda::kv_compact(stream_, dp + 3 + P, dp + 3 + P + n_moves, dp + 3 + P + 2 * n_moves, n_moves, kv);
+    }
+    TS_CUDA_CHECK(cudaStreamSynchronize(stream_));  // before `h` and `d` go
+  }
 
  private:
   StreamRef owner_;

@@ -5,6 +5,8 @@
 #include <cstring>
 
 #include "tessera/check.h"
+#include "tessera/ops.h"
+#include "tessera/threadpool.h"
 
 namespace tessera {
 
@@ -134,6 +136,43 @@ void KvCache::truncate(int32_t seq, int32_t len) {
     unref_page(s.pages.back());
     s.pages.pop_back();
   }
+}
+
+int32_t KvCache::commit_path(int32_t seq, const int32_t* keep, int32_t n) {
+  Sequence& s = seq_ref(seq);
+  if (n < 1) throw_range("commitPath: keepPositions must hold at least one slot (truncate drops every tree entry)");
+  for (int32_t i = 0; i < n; i++) {
+    if (keep[i] < 0 || keep[i] >= s.len)
+      throw_range("commitPath: keepPositions[" + std::to_string(i) + "] = " + std::to_string(keep[i]) +
+                  " is outside the sequence [0, " + std::to_string(s.len) + ")");
+    if (i > 0 && keep[i] <= keep[i - 1])
+      throw_range("commitPath: keepPositions must be strictly increasing (keepPositions[" + std::to_string(i) +
+                  "] = " + std::to_string(keep[i]) + " follows " + std::to_string(keep[i - 1]) + ")");
+  }
+  const int32_t base = keep[0];
+  std::vector<int32_t> bidx, src, dst;
+  for (int32_t i = 0; i < n; i++)
+    if (keep[i] != base + i) {
+      const int32_t page = s.pages[(base + i) / cfg_.page_size];
+      if (ref_[page] > 1)
+        throw_range("commitPath: slot " + std::to_string(base + i) + " of sequence " + std::to_string(seq) +
+                    " lies in a page shared with another sequence (commit before forking)");
+      bidx.push_back(0), src.push_back(keep[i]), dst.push_back(base + i);
+    }
+  if (!src.empty()) {
+    std::vector<int32_t> indptr, indices, last;
+    page_tables(&seq, 1, indptr, indices, last);
+    if (storage_ != nullptr) {
+      storage_->compact(layer(0, indptr, indices, last), bidx.data(), src.data(), dst.data(), (int64_t)src.size());
+    } else {
+      for (int32_t l = 0; l < cfg_.n_layers; l++)
+        cpu::kv_compact(default_pool(), bidx.data(), src.data(), dst.data(), (int64_t)src.size(),
+                        layer(l, indptr, indices, last));
+    }
+  }
+  const int32_t before = free_pages();
+  truncate(seq, base + n);
+  return free_pages() - before;
 }
 
 void KvCache::page_tables(const int32_t* seqs, int32_t count, std::vector<int32_t>& indptr,

@@ -50,6 +50,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                         InstanceMethod("forkSequence", &NativeModel::ForkSequence),
                         InstanceMethod("releaseSequence", &NativeModel::ReleaseSequence),
                         InstanceMethod("truncateSequence", &NativeModel::TruncateSequence),
+                        InstanceMethod("commitPath", &NativeModel::CommitPath),
                         InstanceMethod("sequenceLength", &NativeModel::SequenceLength),
                         InstanceMethod("freePages", &NativeModel::FreePages),
                         InstanceMethod("pagesNeeded", &NativeModel::PagesNeeded),
@@ -212,6 +213,18 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     return guarded(info.Env(), [&] {
       s.kv->truncate(seq, len);
       return info.Env().Undefined();
+    });
+  }
+  // commitPath(seq, keepPositions: Int32Array) -> pages freed (KvCache::commit_path)
+  Napi::Value CommitPath(const Napi::CallbackInfo& info) {
+    ModelState& s = live(info.Env());
+    const int32_t seq = seq_arg(info, 0, "sequence");
+    if (info.Length() < 2 || !info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      throw Napi::TypeError::New(info.Env(), "commitPath: keepPositions must be an Int32Array");
+    auto keep = info[1].As<Napi::Int32Array>();
+    const std::vector<int32_t> k(keep.Data(), keep.Data() + keep.ElementLength());
+    return guarded(info.Env(), [&] {
+      return Napi::Number::New(info.Env(), s.kv->commit_path(seq, k.data(), (int32_t)k.size()));
     });
   }
   Napi::Value SequenceLength(const Napi::CallbackInfo& info) {

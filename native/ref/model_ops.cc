@@ -1,9 +1,11 @@
 // Float64 references of the ops the model's forward step needs beside the kernels of
 // reference.cc: embedding lookup, bias, residual add fused with rmsnorm, row gather / scatter-add
-// and top-k / argmax (namespace tessera::ref; no argument validation, as in reference.cc).
+// top-k / argmax and the KV entry moves of a tree-path commit (namespace tessera::ref; no argument
+// validation, as in reference.cc).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <numeric>
 #include <vector>
 
@@ -67,6 +69,19 @@ void top_k_rows(const float* x, int64_t rows, int64_t n, int k, int32_t* idx, fl
 
 void argmax_rows(const float* x, int64_t rows, int64_t n, int32_t* idx, float* val) {
   top_k_rows(x, rows, n, 1, idx, val);
+}
+
+void kv_compact(const int32_t* batch_indices, const int32_t* src, const int32_t* dst, int64_t n_moves,
+                const PagedKv& kv) {
+  const int64_t row = dtype_bytes(kv.kv_dtype, (int64_t)kv.n_kv_heads * kv.head_dim);  // heads are contiguous
+  const int64_t elem = dtype_bytes(kv.kv_dtype, 1);
+  for (int64_t m = 0; m < n_moves; m++) {
+    const int32_t b = batch_indices[m];
+    if (src[m] == dst[m]) continue;
+    const int64_t from = kv.offset(b, src[m], 0) * elem, to = kv.offset(b, dst[m], 0) * elem;
+    std::memmove(static_cast<uint8_t*>(kv.k_pages) + to, static_cast<const uint8_t*>(kv.k_pages) + from, row);
+    std::memmove(static_cast<uint8_t*>(kv.v_pages) + to, static_cast<const uint8_t*>(kv.v_pages) + from, row);
+  }
 }
 
 }  // namespace tessera::ref

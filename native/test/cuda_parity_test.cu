@@ -769,6 +769,36 @@ void test_kv_append() {
       }
 }
 
+// Tree-path compaction: moves within sequences, in order (chains where a move reads an earlier
+// move's destination, and one that writes an earlier move's source), bit-exact against the CPU op.
+void test_kv_compact() {
+  const std::vector<int32_t> lens = {12, 1, 40, 17};
+  for (int32_t page_size : {1, 3, 16})
+    for (DType kd : {DType::F32, DType::F16})
+      for (int32_t D : {64, 33}) {
+        const int32_t Hkv = D == 64 ? 2 : 3;
+        std::string name = "page=" + std::to_string(page_size) + " kv=" + dname(kd) + " D=" + std::to_string(D);
+        run_case("kv_compact", name, [&] {
+          PagedSetup ps = make_paged(lens, kd, page_size, Hkv, D);
+          tessera::PagedKv hkv = ps.host(kd, page_size, Hkv, D);
+          // sequence 0: 5 -> 4, 8 -> 5, 11 -> 6; sequence 2: 30 -> 20, 39 -> 30; sequence 3: 16 -> 3
+          const std::vector<int32_t> bi = {0, 0, 0, 2, 2, 3}, src = {5, 8, 11, 30, 39, 16}, dst = {4, 5, 6, 20, 30, 3};
+          PagedDev dev(ps, hkv);  // copies the pages before the CPU moves them
+          tessera::cpu::kv_compact(pool(), bi.data(), src.data(), dst.data(), (int64_t)bi.size(), hkv);
+          DeviceBuffer dbi = to_dev(bi), dsrc = to_dev(src), ddst = to_dev(dst);
+          tessera::cuda::kv_compact(g_stream, dbi.as<int32_t>(), dsrc.as<int32_t>(), ddst.as<int32_t>(),
+                                    (int64_t)bi.size(), dev.kv);
+          sync();
+          const std::vector<uint8_t> gk = from_dev<uint8_t>(dev.k, ps.k_pages.size()),
+                                     gv = from_dev<uint8_t>(dev.v, ps.v_pages.size());
+          size_t diff = 0;
+          for (size_t i = 0; i < gk.size(); ++i) diff += gk[i] != ps.k_pages[i];
+          for (size_t i = 0; i < gv.size(); ++i) diff += gv[i] != ps.v_pages[i];
+          record("kv_compact", name, diff == 0, (double)diff, diff ? std::to_string(diff) + " bytes differ" : "");
+        });
+      }
+}
+
 // ---- convert -------------------------------------------------------------------------------------
 
 void test_convert() {
@@ -912,6 +942,7 @@ int main(int argc, char** argv) {
   if (want("varlen_attention")) test_varlen();
   if (want("paged_attention")) test_paged_attention();
   if (want("kv_append")) test_kv_append();
+  if (want("kv_compact")) test_kv_compact();
   if (want("model_kernels")) test_model_kernels();
   if (want("sampling")) test_sampling_kernels();
   if (want("convert")) test_convert();

@@ -11,6 +11,7 @@
 
 #include "harness.h"
 #include "tessera/dtype.h"
+#include "tessera/layouts.h"
 #include "tessera/ops.h"
 #include "tessera/threadpool.h"
 
@@ -136,6 +137,60 @@ TEST_CASE(model_ops_top_k_argmax) {
         for (size_t i = 0; i < cv.size(); i++) same = same && (cv[i] == rv[i]);
         EXPECT(same, "top_k n=%lld k=%d %s", (long long)n, k, name);
         EXPECT(ca == ai, "argmax n=%lld %s", (long long)n, name);
+      });
+    }
+}
+
+TEST_CASE(model_ops_kv_compact) {
+  std::mt19937_64 g(85);
+  for (DType dt : {DType::F32, DType::F16})
+    for (int32_t page_size : {1, 3, 16}) {
+      // two sequences of 11 and 7 entries over shuffled pages; (Hkv, D) = (2, 8)
+      const int32_t H = 2, D = 8, P = 20;
+      const std::vector<int32_t> lens = {11, 7};
+      std::vector<int32_t> pages(P);
+      for (int32_t i = 0; i < P; i++) pages[i] = i;
+      std::shuffle(pages.begin(), pages.end(), g);
+      std::vector<int32_t> indptr = {0}, indices, last;
+      int32_t next = 0;
+      for (int32_t len : lens) {
+        const int32_t np = (len + page_size - 1) / page_size;
+        for (int32_t i = 0; i < np; i++) indices.push_back(pages[next++ % P]);
+        indptr.push_back((int32_t)indices.size());
+        last.push_back(len - (np - 1) * page_size);
+      }
+      const int64_t elems = (int64_t)P * page_size * H * D;
+      std::vector<uint8_t> k0((size_t)dtype_bytes(dt, elems)), v0(k0.size());
+      const std::vector<float> fk = randv(g, elems), fv = randv(g, elems);
+      ref::convert(fk.data(), DType::F32, k0.data(), dt, elems);
+      ref::convert(fv.data(), DType::F32, v0.data(), dt, elems);
+      // sequence 0: path slots 4, 6, 9, 10 -> 4, 5, 6, 7 (6 is read before it is written);
+      // sequence 1: 3 -> 2, then 5 -> 3 (3 is written after it was read)
+      const std::vector<int32_t> bidx = {0, 0, 0, 1, 1}, src = {6, 9, 10, 3, 5}, dst = {5, 6, 7, 2, 3};
+      auto run = [&](auto op, std::vector<uint8_t>& k, std::vector<uint8_t>& v) {
+        k = k0, v = v0;
+        PagedKv kv;
+        kv.k_pages = k.data(), kv.v_pages = v.data(), kv.kv_dtype = dt, kv.num_pages = P, kv.page_size = page_size;
+        kv.n_kv_heads = H, kv.head_dim = D, kv.indptr = indptr.data(), kv.indices = indices.data();
+        kv.last_page_len = last.data(), kv.batch = 2;
+        op(kv);
+        return kv;
+      };
+      std::vector<uint8_t> rk, rv, ck, cv;
+      const PagedKv rkv = run([&](const PagedKv& kv) { ref::kv_compact(bidx.data(), src.data(), dst.data(), 5, kv); }, rk, rv);
+      // the reference against the definition: slot 6 of sequence 0 holds what slot 9 held, etc.
+      const int64_t row = dtype_bytes(dt, H * D), eb = dtype_bytes(dt, 1);
+      auto same_row = [&](const std::vector<uint8_t>& a, int32_t b, int32_t slot, const std::vector<uint8_t>& o, int32_t ob,
+                          int32_t oslot) {
+        return std::memcmp(a.data() + rkv.offset(b, slot, 0) * eb, o.data() + rkv.offset(ob, oslot, 0) * eb, row) == 0;
+      };
+      EXPECT(same_row(rk, 0, 5, k0, 0, 6) && same_row(rk, 0, 6, k0, 0, 9) && same_row(rv, 0, 7, v0, 0, 10) &&
+                 same_row(rk, 0, 4, k0, 0, 4) && same_row(rk, 1, 2, k0, 1, 3) && same_row(rv, 1, 3, v0, 1, 5) &&
+                 same_row(rk, 1, 0, k0, 1, 0),
+             "ref kv_compact moves %s page %d", dtype_info(dt).name, page_size);
+      for_pools([&](ThreadPool& p, const char* name) {
+        run([&](const PagedKv& kv) { cpu::kv_compact(p, bidx.data(), src.data(), dst.data(), 5, kv); }, ck, cv);
+        EXPECT(ck == rk && cv == rv, "cpu kv_compact %s page %d %s", dtype_info(dt).name, page_size, name);
       });
     }
 }

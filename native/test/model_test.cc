@@ -14,6 +14,7 @@
 #include "harness.h"
 #include "test_data.h"
 #include "tessera/check.h"
+#include "tessera/dtype.h"
 #include "tessera/kv_cache.h"
 #include "tessera/llama.h"
 #include "tessera/ops.h"
@@ -349,6 +350,68 @@ int main(int argc, char** argv) {
     for (int32_t v = 0; v < V; v++) err = std::max(err, (double)std::fabs(got[(size_t)n * V + v] - w2[v]));
     std::printf("  tree rows vs branches: max |logit diff| = %.3g\n", err);
     CHECK(err < kBatchTol, "tree rows vs branches: max |diff| %g", err);
+  });
+
+  run("commit_path after a tree step: the next step equals a run of the accepted tokens alone; pages freed", [&] {
+    const std::vector<int32_t> prefix = {1, 403, 407, 261};
+    const std::vector<int32_t> node_tok = {378, 300, 432, 290, 296, 320}, parent = {-1, 0, 0, 1, 2, 2};
+    const int32_t n = (int32_t)node_tok.size(), P = (int32_t)prefix.size();
+    std::vector<int32_t> depth(n, 0);
+    std::vector<uint8_t> mask(n * n, 0);
+    for (int32_t i = 0; i < n; i++) {
+      depth[i] = parent[i] < 0 ? 0 : depth[parent[i]] + 1;
+      for (int32_t a = i; a >= 0; a = parent[a]) mask[i * n + a] = 1;
+    }
+    for (int32_t leaf : {4, 3, 0}) {
+      for (DType kvt : {DType::F32, DType::F16}) {
+        Runner r(f32(), 64, kvt, 3);
+        const int32_t V = r.model.config().n_vocab;
+        const int32_t s = r.kv.create_sequence();
+        r.step(s, prefix);
+        StepArgs st;
+        st.tokens = node_tok, st.seqs = {s}, st.counts = {n}, st.rows = {0}, st.tree = mask;
+        for (int32_t i = 0; i < n; i++) st.positions.push_back(P + depth[i]);
+        r.run(st);
+        std::vector<int32_t> path, keep;
+        for (int32_t a = leaf; a >= 0; a = parent[a]) path.insert(path.begin(), a);
+        for (int32_t a : path) keep.push_back(P + a);
+        const int32_t free_before = r.kv.free_pages();
+        const int32_t freed = r.kv.commit_path(s, keep.data(), (int32_t)keep.size());
+        const int32_t len = P + (int32_t)keep.size();
+        CHECK(r.kv.length(s) == len, "length after commit %d", r.kv.length(s));
+        const int32_t pages_before = (P + n + 2) / 3, pages_after = (len + 2) / 3;
+        CHECK(freed == pages_before - pages_after && r.kv.free_pages() == free_before + freed,
+              "leaf %d: %d pages freed, expected %d", leaf, freed, pages_before - pages_after);
+        const std::vector<float> got = r.step(s, {300, 290});
+        // the accepted tokens alone
+        Runner q(f32(), 64, kvt, 3);
+        std::vector<int32_t> toks = prefix;
+        for (int32_t a : path) toks.push_back(node_tok[a]);
+        toks.push_back(300), toks.push_back(290);
+        const int32_t t = q.kv.create_sequence();
+        const std::vector<float> want = q.step(t, toks);
+        double err = 0;
+        for (int32_t row = 0; row < 2; row++)
+          for (int32_t v = 0; v < V; v++)
+            err = std::max(err, (double)std::fabs(got[(size_t)row * V + v] - want[(size_t)(len + row) * V + v]));
+        CHECK(err < kBatchTol, "leaf %d kv %s: after commit vs accepted tokens alone %g", leaf, dtype_info(kvt).name, err);
+      }
+    }
+    // bad keep lists are refused before anything changes
+    Runner r(f32(), 64, DType::F32, 3);
+    const int32_t s = r.kv.create_sequence();
+    r.step(s, {1, 403, 407, 261, 378});
+    const int32_t free_before = r.kv.free_pages();
+    for (const std::vector<int32_t>& bad : std::vector<std::vector<int32_t>>{{}, {3, 2}, {3, 5}, {-1, 2}, {2, 2}}) {
+      bool range = false;
+      try {
+        r.kv.commit_path(s, bad.data(), (int32_t)bad.size());
+      } catch (const ArgError& e) {
+        range = e.kind() == ErrorKind::Range && std::string(e.what()).find("keepPositions") != std::string::npos;
+      }
+      CHECK(range, "a bad keep list (%zu entries) is refused naming keepPositions", bad.size());
+    }
+    CHECK(r.kv.length(s) == 5 && r.kv.free_pages() == free_before, "cache unchanged");
   });
 
   run("a skip mask skips exactly the FFN blocks it names (hand-computed reference)", [&] {

@@ -45,6 +45,10 @@ class KvStorage {
   virtual void* v_pages(int32_t layer) const = 0;
   // Copies the first `bytes` of page src onto page dst, in every layer's K and V.
   virtual void copy_page_prefix(int32_t dst, int32_t src, int64_t page_bytes, int64_t bytes) = 0;
+  // kv_compact's moves (ops.h) in every layer. `tables` holds host page tables (its page pointers
+  // are not used); the arrays are host memory, n_moves long.
+  virtual void compact(const PagedKv& tables, const int32_t* batch_indices, const int32_t* src, const int32_t* dst,
+                       int64_t n_moves) = 0;
 };
 
 class KvCache {
@@ -78,6 +82,12 @@ class KvCache {
   void grow(const int32_t* seqs, const int32_t* n, int32_t count);
   // Drops tokens past `len` (speculative rollback); pages no longer used are released.
   void truncate(int32_t seq, int32_t len);
+  // Commits an accepted token-tree path: the entries at slots keep[0..n) (strictly increasing,
+  // below the length) move to slots keep[0], keep[0] + 1, ... (entries before keep[0] stay, in
+  // every layer, K and V), then the sequence is truncated to keep[0] + n. Returns the number of
+  // pages freed. Throws ArgError (range) naming the problem before changing anything, also when
+  // a page that would be written is shared with another sequence.
+  int32_t commit_path(int32_t seq, const int32_t* keep, int32_t n);
 
   // CSR page tables (kv_indptr, kv_indices, kv_last_page_len) of `seqs`, in that order.
   void page_tables(const int32_t* seqs, int32_t count, std::vector<int32_t>& indptr,

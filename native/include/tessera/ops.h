@@ -73,7 +73,11 @@ class ThreadPool;
      (rows, k); a row with fewer than k non-NaN values ends with -1 / -inf */                   \
   void top_k_rows(CTX const float* x, int64_t rows, int64_t n, int k, int32_t* idx, float* val); \
   /* top_k_rows with k = 1: idx / val (rows,) */                                                \
-  void argmax_rows(CTX const float* x, int64_t rows, int64_t n, int32_t* idx, float* val);
+  void argmax_rows(CTX const float* x, int64_t rows, int64_t n, int32_t* idx, float* val);        \
+  /* moves KV entry src[m] of sequence batch_indices[m] to its entry dst[m] (all heads, K and V),\
+     in order m = 0..n_moves-1: a move reads what the earlier ones wrote (tree path compaction) */\
+  void kv_compact(CTX const int32_t* batch_indices, const int32_t* src, const int32_t* dst,      \
+                  int64_t n_moves, const PagedKv& kv);
 
 #define TESSERA_NO_CTX
 #define TESSERA_CPU_CTX ThreadPool& pool,
