@@ -351,12 +351,40 @@ describe('serving behaviour', () => {
     for (const line of text.split('\n').filter((l) => l && !l.startsWith('#'))) expect(line).toMatch(/^[a-z_]+(\{[^}]*\})? [0-9.e+-]+$/);
   });
 
+  it('/metrics and /health after the model was disposed answer 503; the server keeps running', async () => {
+    const m = await loadModel(demoModelPath, { threads: 1, contextSize: 64 });
+    const s = createServer(m, {});
+    const { url } = await s.listen(0, '127.0.0.1');
+    try {
+      await m.dispose();
+      expect((await fetch(`${url}/metrics`)).status).toBe(503);
+      expect((await fetch(`${url}/health`)).status).toBe(503);
+      for (const stream of [false, true]) {
+        // refused before any frame: the same status whether it streams or not
+        const r = await fetch(`${url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'Once', max_tokens: 2, stream }) });
+        expect(r.status, `stream ${stream}`).toBe(503);
+      }
+      expect((await fetch(`${url}/metrics`)).status).toBe(503); // still up
+    } finally {
+      await s.close({ timeoutMs: 1000 });
+    }
+  });
+
+  it('n = 2 at the largest seed answers 200 streamed or not (choice i seeds seed + i, wrapped into range)', async () => {
+    const body = { prompt: 'Once', max_tokens: 2, n: 2, seed: Number.MAX_SAFE_INTEGER, temperature: 0.8, logit_bias: {} };
+    for (const stream of [false, true]) {
+      const r = await raw('POST', '/v1/completions', JSON.stringify({ ...body, stream }));
+      expect(r.status, `stream ${stream}`).toBe(200); // the seed wraps into range: both answer
+    }
+  });
+
   it('graceful shutdown: running requests finish within the deadline, new connections are refused', async () => {
     const s = createServer(model, {});
     const { url } = await s.listen(0, '127.0.0.1');
     const ref = await solo('Once upon a time', { maxTokens: 30 });
     const running = fetch(`${url}/v1/completions`, { method: 'POST', body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 30, temperature: 0 }) });
-    await new Promise((r) => setTimeout(r, 5));
+    // Close only once the request runs (a loaded machine may take a while to deliver it).
+    for (const t0 = Date.now(); model.stats().running + model.stats().waiting === 0 && Date.now() - t0 < 10_000; ) await new Promise((r) => setTimeout(r, 1));
     await within(s.close({ timeoutMs: 10_000 }), 15_000, 'close');
     const r = await running;
     expect(r.status).toBe(200);
@@ -462,7 +490,11 @@ describe('tessera serve and generate --chat (node dist/cli.js)', () => {
       const chat = await c.chat.completions.create({ model: NAME, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 8, temperature: 0 });
       expect(chat.choices[0].message.content?.length).toBeGreaterThan(0); // the embedded model gets a plain template
       const running = c.completions.create({ model: NAME, prompt: 'Once upon a time', max_tokens: 60, temperature: 0 });
-      await new Promise((r) => setTimeout(r, 5));
+      // SIGTERM only once the server holds the request (its /health counts it in flight).
+      for (const t0 = Date.now(); Date.now() - t0 < 10_000; ) {
+        if (((await (await fetch(`${url}/health`)).json()) as { in_flight: number }).in_flight > 0) break;
+        await new Promise((r) => setTimeout(r, 1));
+      }
       child.kill('SIGTERM');
       expect((await running).choices[0].text.length).toBeGreaterThan(0);
       expect(await within(exited, 15_000, 'serve to exit')).toBe(0);

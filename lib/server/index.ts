@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { chatPromptTokens, ChatTemplateError, NoChatTemplateError } from '../chat';
 import { DisposedError, OutOfPagesError } from '../errors';
-import type { Completion, GenerateChunk, GenerateOptions, Model } from '../model';
+import type { Completion, GenerateChunk, GenerateOptions, Generation, Model } from '../model';
 import { badRequest, EventStream, HttpError, readJson, sendError, sendJson } from './http';
 import { Metrics } from './metrics';
 import { chatLogprobs, completionLogprobs, finishReason, parseCommon, parseMessages, parsePrompts, usage, type ParsedCommon } from './openai';
@@ -119,8 +119,8 @@ export function createServer(model: Model, options: ServerOptions = {}): Tessera
   const counted = (c: GenerateChunk) => c.token >= 0 && !model.tokenizer.isEog(c.token);
 
   /** Runs one generation, calling onChunk per chunk, and records its timing metrics. */
-  async function generateOne(prompt: string | number[], opts: GenerateOptions, t0: number, onChunk?: (c: GenerateChunk) => void): Promise<Completion> {
-    const g = model.generate(prompt, opts);
+  /** Drains a started generation, observing time to first token and per-token latency. */
+  async function drain(g: Generation, t0: number, onChunk?: (c: GenerateChunk) => void): Promise<Completion> {
     let last = 0;
     for await (const c of g) {
       const now = performance.now();
@@ -196,17 +196,30 @@ export function createServer(model: Model, options: ServerOptions = {}): Tessera
 
   const choiceOptions = (p: ParsedCommon, i: number, signal: AbortSignal): GenerateOptions => ({
     ...p.options,
-    ...(p.options.seed !== undefined ? { seed: p.options.seed + i } : {}),
+    ...(p.options.seed !== undefined ? { seed: (p.options.seed + i) % 2 ** 53 } : {}), // choice i: seed + i, kept a safe integer
     signal,
   });
 
+  /**
+   * Starts every choice (prompts x n) before anything is sent, so a request the engine refuses
+   * (a bad option, an unloaded model) gets its error status whether it streams or not.
+   */
+  function startAll(p: ParsedCommon, prompts: number[][], signal: AbortSignal): Generation[] {
+    const gens: Generation[] = [];
+    try {
+      for (const ids of prompts) for (let i = 0; i < p.n; i++) gens.push(model.generate(ids, choiceOptions(p, i, signal)));
+    } catch (e) {
+      for (const g of gens) void g[Symbol.asyncIterator]().return?.();
+      throw e;
+    }
+    return gens;
+  }
+
   async function wholeResponse(res: http.ServerResponse, chat: boolean, p: ParsedCommon, prompts: number[][], controller: AbortController, t0: number): Promise<void> {
-    const jobs = prompts.flatMap((ids) =>
-      Array.from({ length: p.n }, (_, i) => {
-        const chunks: GenerateChunk[] = [];
-        return generateOne(ids, choiceOptions(p, i, controller.signal), t0, p.logprobs !== null ? (c) => chunks.push(c) : undefined).then((r) => ({ r, chunks: chunks.filter(counted) }));
-      }),
-    );
+    const jobs = startAll(p, prompts, controller.signal).map((g) => {
+      const chunks: GenerateChunk[] = [];
+      return drain(g, t0, p.logprobs !== null ? (c) => chunks.push(c) : undefined).then((r) => ({ r, chunks: chunks.filter(counted) }));
+    });
     const results = await allOrAbort(jobs, controller);
     if (controller.signal.aborted) {
       if (!res.destroyed) throw new HttpError(503, 'the server is shutting down; the request was stopped', 'server_error', null, 'shutting_down');
@@ -236,12 +249,12 @@ export function createServer(model: Model, options: ServerOptions = {}): Tessera
     const frame = (choices: unknown[], extra: Record<string, unknown> = {}) => ({ id, object, created, model: modelName, choices, ...extra });
     let promptTokens = 0;
     let completionTokens = 0;
-    const jobs = prompts.flatMap((ids, pi) =>
-      Array.from({ length: p.n }, async (_, i) => {
-        const index = pi * p.n + i;
+    const gens = startAll(p, prompts, controller.signal);
+    const jobs = gens.map(async (g, index) => {
+        const i = index % p.n;
         let offset = 0;
         if (chat) es.send(frame([{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]));
-        const r = await generateOne(ids, choiceOptions(p, i, controller.signal), t0, (c) => {
+        const r = await drain(g, t0, (c) => {
           const lp = p.logprobs !== null && counted(c) ? [c] : null;
           if (c.text === '' && !lp) return;
           const logprobs = lp ? (chat ? { content: chatLogprobs(lp, piece), refusal: null } : completionLogprobs(lp, piece, offset)) : null;
@@ -253,8 +266,7 @@ export function createServer(model: Model, options: ServerOptions = {}): Tessera
         if (r.finishReason === 'abort') return;
         const fr = finishReason(r.finishReason);
         es.send(frame([chat ? { index, delta: {}, logprobs: null, finish_reason: fr } : { index, text: '', logprobs: null, finish_reason: fr }]));
-      }),
-    );
+    });
     try {
       await allOrAbort(jobs, controller);
     } catch (e) {
@@ -312,10 +324,12 @@ export function createServer(model: Model, options: ServerOptions = {}): Tessera
           const s = model.stats();
           return sendJson(res, 200, { status: 'ok', running: s.running, waiting: s.waiting, in_flight: inFlight });
         }
-        case '/metrics':
+        case '/metrics': {
+          const text = metrics.render({ inFlight, ...model.stats() }); // before the head: stats() throws once the model is disposed
           res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
-          res.end(metrics.render({ inFlight, ...model.stats() }));
+          res.end(text);
           return;
+        }
         case '/v1/models':
           return sendJson(res, 200, { object: 'list', data: [modelObject] });
         case '/v1/models/:id':
@@ -328,12 +342,13 @@ export function createServer(model: Model, options: ServerOptions = {}): Tessera
       }
     } catch (e) {
       const err = errorOf(e);
-      if (err.status === 413 || err.status === 503) res.setHeader('connection', 'close');
+      if ((err.status === 413 || err.status === 503) && !res.headersSent) res.setHeader('connection', 'close');
       if (!res.destroyed) sendError(res, err);
     }
   }
 
-  server.on('request', (req, res) => void handle(req, res));
+  // handle() answers its own errors; anything that still escapes closes that connection, never the process.
+  server.on('request', (req, res) => void handle(req, res).catch(() => res.destroy()));
 
   return {
     http: server,
