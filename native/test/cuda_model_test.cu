@@ -208,6 +208,60 @@ int main(int argc, char** argv) {
     });
   }
 
+  // The wider step on both backends: a token tree with positions (a 20-node tree, so the tensor-core
+  // prefill path sees a tree mask too), a skip mask, then commit_path of one branch and a decode step.
+  harness::run_case(g_tally, "tree step, skip mask and commit_path: GPU vs CPU", [&] {
+    for (DType kvt : {DType::F16, DType::F32}) {
+      Pair p(test_data::model("stories260K.gguf"), 64, 3, kvt);
+      const int32_t V = p.cpu.config().n_vocab, L = p.cpu.config().n_layer;
+      const int32_t hs = p.hkv->create_sequence(), ds = p.dkv->create_sequence();
+      CHECK(hs == ds, "same sequence ids on both caches");
+      const std::vector<int32_t> prefix = {1, 403, 407, 261};
+      std::vector<float> lc(prefix.size() * V), lg(lc.size());
+      int32_t np = (int32_t)prefix.size();
+      std::vector<int32_t> rows = {0, 1, 2, 3};
+      ForwardBatch b;
+      b.tokens = prefix.data(), b.n_tokens = np, b.seq_ids = &hs, b.seq_n_tokens = &np, b.n_seqs = 1;
+      b.logit_rows = rows.data(), b.n_logit_rows = 4;
+      p.cpu.forward(*p.hkv, b, lc.data(), p.pool, 4096);
+      p.gpu.forward(*p.dkv, b, lg.data(), 4096);
+      // a 20-node tree: node i's parent is (i - 1) / 2 (a binary heap), positions prefix + depth
+      const int32_t n = 20;
+      std::vector<int32_t> tok(n), parent(n), depth(n), pos(n), trows(n);
+      std::vector<uint8_t> mask((size_t)n * n, 0), skip((size_t)L * n, 0);
+      for (int32_t i = 0; i < n; i++) {
+        tok[i] = 260 + 7 * i, parent[i] = i == 0 ? -1 : (i - 1) / 2;
+        depth[i] = i == 0 ? 0 : depth[parent[i]] + 1, pos[i] = np + depth[i], trows[i] = i;
+        for (int32_t a = i; a >= 0; a = parent[a]) mask[(size_t)i * n + a] = 1;
+        if (i % 3 == 1) skip[(size_t)(L / 2) * n + i] = 1;  // some rows skip the middle layer's FFN
+      }
+      b.tokens = tok.data(), b.n_tokens = n, b.seq_n_tokens = &n, b.logit_rows = trows.data(), b.n_logit_rows = n;
+      b.positions = pos.data(), b.tree_mask = mask.data(), b.tree_mask_len = (int64_t)mask.size();
+      b.skip_mask = skip.data(), b.skip_mask_len = (int64_t)skip.size();
+      lc.assign((size_t)n * V, 0.f), lg.assign((size_t)n * V, NAN);
+      p.cpu.forward(*p.hkv, b, lc.data(), p.pool, 4096);
+      p.gpu.forward(*p.dkv, b, lg.data(), 4096);
+      double mx = 0, err = 0;
+      for (size_t i = 0; i < lc.size(); i++) mx = std::max(mx, (double)std::fabs(lc[i])), err = std::max(err, (double)std::fabs(lg[i] - lc[i]));
+      std::printf("  %s kv: tree + skip step, max |gpu - cpu| / max |cpu| = %.3g\n", dtype_info(kvt).name, err / mx);
+      CHECK(err / mx < 1e-2, "tree step: GPU vs CPU %g", err / mx);
+      // accept the branch 0-2-6-14 and decode one token
+      const std::vector<int32_t> keep = {np + 0, np + 2, np + 6, np + 14};
+      const int32_t fc = p.hkv->commit_path(hs, keep.data(), 4), fg = p.dkv->commit_path(ds, keep.data(), 4);
+      CHECK(fc == fg && p.hkv->length(hs) == np + 4 && p.dkv->length(ds) == np + 4, "commit: freed %d / %d", fc, fg);
+      const int32_t one = 1, next = 300, row0 = 0;
+      ForwardBatch d;
+      d.tokens = &next, d.n_tokens = 1, d.seq_ids = &hs, d.seq_n_tokens = &one, d.n_seqs = 1;
+      d.logit_rows = &row0, d.n_logit_rows = 1;
+      lc.assign(V, 0.f), lg.assign(V, NAN);
+      p.cpu.forward(*p.hkv, d, lc.data(), p.pool, 4096);
+      p.gpu.forward(*p.dkv, d, lg.data(), 4096);
+      mx = 0, err = 0;
+      for (int32_t i = 0; i < V; i++) mx = std::max(mx, (double)std::fabs(lc[i])), err = std::max(err, (double)std::fabs(lg[i] - lc[i]));
+      CHECK(err / mx < 1e-2, "decode after commit: GPU vs CPU %g", err / mx);
+    }
+  });
+
   harness::run_case(g_tally, "errors: host cache, out of pages, bad token (lengths kept)", [&] {
     Pair p(test_data::model("stories260K.gguf"), 4, 16, DType::F16);
     const int32_t s = p.dkv->create_sequence();
