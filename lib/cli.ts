@@ -572,6 +572,7 @@ async function bench(args: Args): Promise<void> {
     throw new UsageError(`${args.flag('concurrency')} must be a comma-separated list of integers in [1, 4096], got ${JSON.stringify(rawList)}`, args.command);
   }
   const decodePrompt = 32;
+  checkModelFile(file);
   const gguf = readGguf(file);
   const arch = String(gguf.metadata['general.architecture'] ?? '');
   const trained = Number(gguf.metadata[`${arch}.context_length`] ?? 0) || 4096;

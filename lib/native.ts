@@ -172,8 +172,8 @@ export interface NativeModel {
    * the tokens, their logprobs and top-n, the generator states after the draws (keep them for the
    * next step), and in `logits` the rows of logitRows that were not sampled. A row that cannot be
    * sampled (NaN, +Infinity, nothing left after bias and penalties, a history id out of range)
-   * rejects the step with the reference's RangeError; the KV cache has grown by then, as it has
-   * when JS sampling throws after forward().
+   * rejects the step with the reference's RangeError, whose `sampleIndex` names the request (i of
+   * sample.rows); the KV cache has grown by then, as it has when JS sampling throws after forward().
    */
   forward(step: NativeForwardStep & { sample: NativeStepSampling }): Promise<NativeSampledStep>;
   /** One forward step off the main thread; resolves with logits (logitRows.length x vocab). */

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { loadModel, readGguf, type Model } from '../dist/index.js';
 import { ProgressBar } from '../dist/progress.js';
 import { Tokenizer } from '../dist/tokenizer/index.js';
@@ -329,8 +329,15 @@ describe('progress', () => {
   });
 
   describe('ProgressBar', () => {
+    let term: string | undefined;
+    beforeEach(() => {
+      term = process.env.TERM;
+      process.env.TERM = 'xterm-256color'; // CI may run with TERM=dumb, where the bar stays off
+    });
     afterEach(() => {
       vi.useRealTimers();
+      if (term === undefined) delete process.env.TERM;
+      else process.env.TERM = term;
     });
 
     function fakeStream(isTTY: boolean) {

@@ -118,8 +118,9 @@ describe('dispose', () => {
   });
 
   it('during logits() rejects it with DisposedError', async () => {
-    const m = await loadModel(MODEL, { threads: 1, contextSize: CTX });
-    const l = m.logits(Array.from({ length: 60 }, (_, i) => 1 + (i % 500)));
+    const m = await loadModel(MODEL, { threads: 1, contextSize: 512, maxBatchTokens: 64 });
+    const l = m.logits(Array.from({ length: 500 }, (_, i) => 1 + (i % 500)));
+    while (m.stats().running === 0) await new Promise((r) => setImmediate(r)); // its steps are running
     const d = m.dispose();
     await expect(settleWithin(l, 5000, 'logits')).rejects.toBeInstanceOf(DisposedError);
     await settleWithin(d, 5000, 'dispose()');
@@ -209,6 +210,22 @@ describe('sampling in the step', () => {
     expect(runs[1].tokens).toEqual(runs[0].tokens);
     expect(runs[2].tokens).toEqual(runs[0].tokens);
     expect(runs[0].tokens).not.toEqual((await solo('Once upon a time', { ...opts, seed: 4 })).tokens);
+  });
+
+  it('a row that cannot be sampled fails its own request only; the others in the step go on', async () => {
+    const m = await loadModel(MODEL, { threads: 1, contextSize: CTX });
+    try {
+      const opts = { temperature: 0, maxTokens: 12 };
+      const good = m.complete('The cat', opts);
+      const bad = m.complete('Once upon a time', { temperature: 0, maxTokens: 12, logitBias: { 5: 1e39 } }); // overflows float32
+      const good2 = m.complete('One day', opts);
+      await expect(settleWithin(bad, 5000, 'the bad request')).rejects.toThrow(/Infinity/);
+      expect((await settleWithin(good, 5000, 'good')).tokens).toEqual((await solo('The cat', opts)).tokens);
+      expect((await settleWithin(good2, 5000, 'good2')).tokens).toEqual((await solo('One day', opts)).tokens);
+      expect(m.stats().kvPagesInUse).toBe(0);
+    } finally {
+      await m.dispose();
+    }
   });
 
   it('a logit bias that bans every token is refused up front', async () => {

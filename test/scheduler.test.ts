@@ -3,7 +3,9 @@
 // happens when the pool is full and recomputation gives the same tokens, aborted requests free
 // their pages, and close() waits for the step in flight before ending requests.
 import { describe, expect, it } from 'vitest';
-import type { SchedulerRequest } from '../lib/engine/request';
+import { GenerationRequest, type SchedulerRequest } from '../lib/engine/request';
+import { Sampler } from '../lib/sampling';
+import type { StreamingDecoder } from '../lib/tokenizer';
 import { AGE_STEPS, Scheduler } from '../lib/engine/scheduler';
 import { DisposedError, OutOfPagesError } from '../lib/errors';
 import type { NativeModel } from '../lib/native';
@@ -104,18 +106,26 @@ describe('scheduler', () => {
   it('cuts prompts into chunks of at most maxBatchTokens and puts decode tokens first', async () => {
     const { native, steps } = fakeNative(64);
     const s = new Scheduler(native, { maxBatchTokens: 5, vocabSize: V, maxSequences: 64, kvPages: 64, pageSize: PAGE });
-    const a = greedy([1, 2, 3], 6);
+    const a = greedy(Array(40).fill(1), 3); // the older request: a long prompt, chunked
+    const b = greedy([2, 3, 4], 8); // newer, short: it fits whole and then decodes while a still prefills
     s.submit(a.req);
-    await new Promise((r) => setImmediate(r)); // a is decoding when b arrives
-    const b = greedy([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], 3);
     s.submit(b.req);
     await Promise.all([a.done, b.done]);
-    expect(a.out).toEqual(expected([1, 2, 3], 6));
-    expect(b.out).toEqual(expected(Array(12).fill(1), 3));
+    expect(a.out).toEqual(expected(Array(40).fill(1), 3));
+    expect(b.out).toEqual(expected([2, 3, 4], 8));
     expect(steps.every((st) => st.tokens.length <= 5)).toBe(true);
-    const chunked = steps.filter((st) => st.seqIds.includes(1) && st.seqTokens[st.seqIds.indexOf(1)] > 1);
-    expect(chunked.length).toBeGreaterThanOrEqual(3); // 12 prompt tokens in chunks of <= 4 beside a's decode token
-    for (const st of steps) if (st.seqIds.length === 2) expect(st.seqIds[0]).toBe(0); // the decode token first
+    // Step 0 (best fit): b whole, the 2 tokens left to a chunk of a.
+    const bSeq = steps[0].seqIds[steps[0].seqTokens.indexOf(3)];
+    const aSeq = steps[0].seqIds.find((x) => x !== bSeq) as number;
+    expect(steps[0].seqTokens[steps[0].seqIds.indexOf(aSeq)]).toBe(2);
+    // Then b's decode token rides first, before the older a's prompt chunks.
+    const mixed = steps.slice(1).filter((st) => st.seqIds.includes(aSeq) && st.seqIds.includes(bSeq));
+    expect(mixed.length).toBeGreaterThanOrEqual(5);
+    for (const st of mixed) {
+      expect(st.seqIds[0]).toBe(bSeq);
+      expect(st.seqTokens[0]).toBe(1);
+      expect(st.seqTokens[1]).toBe(4);
+    }
   });
 
   it('preempts the newest request when pages run out; recomputation gives the same tokens', async () => {
@@ -158,10 +168,11 @@ describe('scheduler', () => {
   });
 
   it('close() waits for the step in flight, then ends every request with its error', async () => {
-    const { native, used } = fakeNative(64, { delayMs: 20 });
+    const { native, used, steps } = fakeNative(64, { delayMs: 20 });
     const s = new Scheduler(native, { maxBatchTokens: 64, vocabSize: V, maxSequences: 64, kvPages: 64, pageSize: PAGE });
     const a = greedy([1, 2, 3], 100);
-    s.submit(a.req); // its first step is in flight now
+    s.submit(a.req);
+    while (steps.length === 0) await new Promise((r) => setImmediate(r)); // its first step is in flight now
     const closed = s.close(new DisposedError('disposed'));
     expect(await a.done).toBeInstanceOf(DisposedError);
     await closed;
@@ -214,5 +225,28 @@ describe('scheduler', () => {
     await Promise.all(reqs.map((r) => r.done));
     expect(Math.max(...steps.map((st) => st.seqIds.length))).toBe(2);
     reqs.forEach((r, i) => expect(r.out).toEqual(expected(prompts[i], 4)));
+  });
+});
+
+describe('GenerationRequest', () => {
+  it('after a stop string, what the decoder still holds is not appended', async () => {
+    // A decoder whose last piece leaves an incomplete character behind (byte-level BPE can).
+    const decoder: StreamingDecoder = { push: () => 'abc', flush: () => '\uFFFD' };
+    const r = new GenerationRequest({
+      promptIds: [1],
+      sampler: new Sampler({ temperature: 0 }, V),
+      decoder,
+      eog: new Set(),
+      stopTokens: new Set(),
+      stop: ['bc'],
+      maxTokens: 10,
+      contextSize: 64,
+      logprobs: false,
+    });
+    expect(r.onRows(new Float32Array(0), [1], 0, true, { token: 5, logprob: 0, rngState: new Uint32Array(4) })).toBeNull();
+    r.onDone();
+    const c = await r.generation.result;
+    expect(c.finishReason).toBe('stop');
+    expect(c.text).toBe('a');
   });
 });

@@ -144,6 +144,7 @@ export class GenerationRequest implements SchedulerRequest {
   #emitted = 0; // chars of #text already sent (stop strings may hold some back)
   #holdBack: number;
   #finish: FinishReason = 'length';
+  #stoppedByString = false;
   #cancelled = false; // the consumer left its for-await loop early
   #t0 = performance.now();
   #tFirst = 0;
@@ -240,7 +241,9 @@ export class GenerationRequest implements SchedulerRequest {
       this.#reject(error);
       return;
     }
-    this.#text += this.#spec.decoder.flush();
+    // After a stop string the text was cut there: what the decoder still holds came after it.
+    const rest = this.#spec.decoder.flush();
+    if (!this.#stoppedByString) this.#text += rest;
     const tail = this.#flushText(true);
     if (tail) this.#channel.push({ text: tail, token: -1 });
     this.#channel.end();
@@ -259,6 +262,7 @@ export class GenerationRequest implements SchedulerRequest {
     }
     if (cut < 0) return false;
     this.#text = this.#text.slice(0, cut);
+    this.#stoppedByString = true;
     return true;
   }
 

@@ -27,6 +27,8 @@ interface Active {
   /** Steps this request waited for admission while others were admitted (the aging rule). */
   passedOver: number;
   submittedAt: number;
+  /** The step count when it was last preempted (-1: never). */
+  preemptedAt: number;
 }
 
 interface StepEntry {
@@ -109,11 +111,13 @@ export class Scheduler {
           `(raise kvPages when loading the model, or lower maxTokens)`,
       );
     }
-    this.#waiting.push({ req, seq: -1, fed: [], arrival: this.#arrivals++, passedOver: 0, submittedAt: performance.now() });
+    this.#waiting.push({ req, seq: -1, fed: [], arrival: this.#arrivals++, passedOver: 0, submittedAt: performance.now(), preemptedAt: -1 });
     if (!this.#looping) {
       this.#looping = true;
       // Start on the next microtask, so a burst submitted in one turn shares the first step.
-      this.#loopDone = Promise.resolve().then(() => this.#loop());
+      this.#loopDone = Promise.resolve()
+        .then(() => this.#loop())
+        .catch(() => {}); // #loop ends every request itself; never an unhandled rejection
     }
   }
 
@@ -171,7 +175,16 @@ export class Scheduler {
       // A bug in the loop itself: fail every request rather than leave one pending forever.
       this.#looping = false;
       const e = err instanceof Error ? err : new Error(String(err));
-      for (const a of [...this.#active, ...this.#waiting]) this.#finish(a, e);
+      for (const a of [...this.#active, ...this.#waiting]) {
+        try {
+          this.#finish(a, e);
+        } catch {
+          // releasing its sequence failed too: still end the request
+          this.#active = this.#active.filter((x) => x !== a);
+          this.#waiting = this.#waiting.filter((x) => x !== a);
+          a.req.onDone(e);
+        }
+      }
     }
   }
 
@@ -231,7 +244,17 @@ export class Scheduler {
         logits = sampled.logits;
       }
     } catch (err) {
-      for (const s of step) this.#finish(s.a, err as Error);
+      const bad = (err as { sampleIndex?: unknown }).sampleIndex;
+      if (typeof bad === 'number' && sampledAt.includes(bad)) {
+        // One request's row could not be sampled (its options overflowed the logits): it fails
+        // alone; the others forget this step (their KV is cut back) and run it again.
+        step.forEach((s, i) => {
+          if (sampledAt[i] === bad) this.#finish(s.a, err as Error);
+          else this.#native.truncateSequence(s.a.seq, s.a.fed.length);
+        });
+      } else {
+        for (const s of step) this.#finish(s.a, err as Error);
+      }
       return;
     } finally {
       this.#steps++;
@@ -298,7 +321,8 @@ export class Scheduler {
       victim.seq = -1;
       victim.req.pending.unshift(...victim.fed);
       victim.fed = [];
-      victim.passedOver = AGE_STEPS; // back first once there is room
+      victim.passedOver = AGE_STEPS; // back first once there is room...
+      victim.preemptedAt = this.#steps; // ...but not in the step that preempted it
       this.#active = this.#active.filter((x) => x !== victim);
       this.#waiting.unshift(victim);
       this.#freePages = this.#native.freePages();
@@ -309,7 +333,9 @@ export class Scheduler {
   #admit(step: StepEntry[], budget: number, pages: number): void {
     const P = this.#opts.pageSize;
     let slots = this.#opts.maxSequences - this.#active.length;
-    const chosen = new Set<Active>();
+    // Preempted in this very plan: recomputing it now would only be preempted again.
+    const chosen = new Set<Active>(this.#waiting.filter((a) => a.preemptedAt === this.#steps));
+    const skipped = chosen.size;
     const take = (a: Active, n: number) => {
       a.seq = this.#native.createSequence();
       this.#active.push(a);
@@ -329,7 +355,7 @@ export class Scheduler {
     // Aged requests first, in arrival order, chunked if need be.
     for (const a of this.#waiting) {
       if (slots <= 0 || room() <= 0) break;
-      if (a.passedOver >= AGE_STEPS) take(a, Math.min(a.req.pending.length, room()));
+      if (a.passedOver >= AGE_STEPS && !chosen.has(a)) take(a, Math.min(a.req.pending.length, room()));
     }
     // Best fit decreasing: the longest prompts that fit whole.
     const byLength = this.#waiting.filter((a) => !chosen.has(a)).sort((x, y) => y.req.pending.length - x.req.pending.length || x.arrival - y.arrival);
@@ -340,8 +366,9 @@ export class Scheduler {
     // What budget is left goes to a chunk of the oldest prompt still waiting (long prompts chunk).
     const oldest = this.#waiting.find((a) => !chosen.has(a));
     if (oldest && slots > 0 && room() > 0) take(oldest, Math.min(oldest.req.pending.length, room()));
-    this.#waiting = this.#waiting.filter((a) => !chosen.has(a));
-    if (chosen.size > 0) for (const a of this.#waiting) a.passedOver++;
+    const admitted = new Set([...chosen].filter((a) => a.seq >= 0));
+    this.#waiting = this.#waiting.filter((a) => !admitted.has(a));
+    if (chosen.size > skipped) for (const a of this.#waiting) if (a.preemptedAt !== this.#steps) a.passedOver++;
   }
 }
 

@@ -333,6 +333,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       state_->busy.store(false);
       Napi::Error err = kind_ == "range" ? Napi::RangeError::New(Env(), e.Message()) : Napi::Error::New(Env(), e.Message());
       if (kind_ == "out_of_pages") err.Set("code", "TESSERA_OUT_OF_PAGES");
+      if (bad_sample_ >= 0) err.Set("sampleIndex", Napi::Number::New(Env(), (double)bad_sample_));
       deferred_.Reject(err.Value());
     }
 
@@ -344,6 +345,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     std::string kind_;
     std::unique_ptr<SampleBatch> sample_;
     std::vector<int32_t> sample_rows_;
+    int64_t bad_sample_ = -1;  // the sample request whose row could not be sampled, if any
 
     // On the worker thread, after the forward: samples the requested rows on the model's pool,
     // then keeps only the rows not sampled in logits_ (in logitRows order).
@@ -353,7 +355,10 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       std::vector<const float*> rows(sample_rows_.size());
       for (size_t i = 0; i < rows.size(); i++) rows[i] = logits_.data() + (size_t)sample_rows_[i] * V;
       const int64_t bad = sample_->run(rows.data(), V, state_->pool.get());
-      if (bad >= 0) throw ArgError(ErrorKind::Range, sample_->results[bad].error);
+      if (bad >= 0) {
+        bad_sample_ = bad;  // the caller fails that request only (OnError names it)
+        throw ArgError(ErrorKind::Range, sample_->results[bad].error);
+      }
       std::vector<char> sampled(in_.rows.size(), 0);
       for (int32_t r : sample_rows_) sampled[r] = 1;
       size_t kept = 0;
