@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DisposedError, loadModel, type Completion, type GenerateOptions, type LoadProgress, type Model } from '../lib';
-import { demoModelPath, nativeInfo } from '../lib/native';
+import { addon, demoModelPath, nativeInfo } from '../lib/native';
 
 const ROOT = path.resolve(__dirname, '..');
 const MODEL = demoModelPath; // stories260K Q8_0, in the repo
@@ -247,6 +247,46 @@ describe('loading', () => {
     // With the int8 path the 5 layers and the output matrix are repacked one report at a time.
     expect(repacking.length).toBeGreaterThanOrEqual(nativeInfo().int8Path === 'none' ? 1 : 6);
     expect(repacking.every((p) => p.fraction > 0 && p.fraction < 1)).toBe(true);
+  });
+
+  it('an onProgress that throws makes loadModel reject with its error (nothing leaks)', async () => {
+    const boom = new Error('progress callback failed');
+    await expect(
+      loadModel(MODEL, {
+        onProgress: (p) => {
+          if (p.phase === 'repacking' && p.fraction > 0.05) throw boom;
+        },
+      }),
+    ).rejects.toBe(boom);
+  });
+
+  it('native forward: a getter that disposes the model or starts another step is refused, not a crash', async () => {
+    const native = new (addon().NativeModel)(MODEL, { device: 'cpu', threads: 1, contextSize: CTX, kvPages: 0, pageSize: 16, kvDtype: 'f16' });
+    await native.repack();
+    const seq = native.createSequence();
+    const step = (extra: object) => ({ seqIds: Int32Array.of(seq), seqTokens: Int32Array.of(1), logitRows: Int32Array.of(0), ...extra });
+    let inner: Promise<unknown> | undefined;
+    expect(() =>
+      native.forward(
+        step({
+          get tokens() {
+            inner = native.forward(step({ tokens: Int32Array.of(1) }));
+            return Int32Array.of(1);
+          },
+        }) as never,
+      ),
+    ).toThrow(/running a forward step/);
+    await inner;
+    expect(() =>
+      native.forward(
+        step({
+          get tokens() {
+            native.dispose();
+            return Int32Array.of(1);
+          },
+        }) as never,
+      ),
+    ).toThrow(/disposed/);
   });
 
   it('rejects an onProgress that is not a function', async () => {

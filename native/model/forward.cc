@@ -1,6 +1,7 @@
 // The Llama / Qwen2 forward pass, written once over the Backend interface (backend.h), and the
 // step's bookkeeping (StepPlan): validation, positions, KV slots, tree offsets, FFN rows, page tables.
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <string>
 
@@ -52,6 +53,8 @@ StepPlan::StepPlan(KvCache& kv, const ForwardBatch& b, const LlamaConfig& cfg, i
   }
 
   if (b.tree_mask != nullptr) {
+    if (tree_len > INT32_MAX)  // TreeMask offsets are int32
+      throw_range("forward: treeMask would hold " + std::to_string(tree_len) + " bytes (the sum of seqTokens[i]²), more than 2^31 - 1");
     if (b.tree_mask_len != tree_len)
       throw_range("forward: treeMask has " + std::to_string(b.tree_mask_len) + " entries, expected " +
                   std::to_string(tree_len) + " (the sum of seqTokens[i]²)");

@@ -391,6 +391,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       sample_->results.assign(R, SampleResult{});
       for (size_t i = 0; i < R; i++) {
         const int32_t r = sample_rows_[i], t = tok[r];
+        if (t < 0) bad_sample_ = (int64_t)i;  // the caller fails that request only
         if (t == -1)
           throw ArgError(ErrorKind::Range, "sample: no token left to sample: all " + std::to_string(V) +
                                                " logits are -Infinity after logitBias and penalties");
@@ -414,7 +415,11 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   // per sequence); skipMask: Uint8Array (layers x tokens). Their contents are checked natively.
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    ModelState& s = live(env);
+    // Reading the arguments may run user code (getters, proxies) that disposes the model or starts
+    // another step: hold the state here and check it again once everything is copied.
+    const std::shared_ptr<ModelState> held = state_;
+    live(env);
+    ModelState& s = *held;
     if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "forward: expected an argument object");
     Napi::Object o = info[0].As<Napi::Object>();
     auto typed = [&](const char* name, napi_typedarray_type type, const char* type_name, bool optional) {
@@ -473,8 +478,10 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         sample_rows.push_back(r);
       }
     }
+    if (state_ != held) throw Napi::Error::New(env, "forward: the model was disposed while the step's arguments were read");
+    live(env);  // and no other step started meanwhile
     s.busy.store(true);
-    auto* worker = new ForwardWorker(env, state_, std::move(in));
+    auto* worker = new ForwardWorker(env, held, std::move(in));
     if (has_sample) worker->set_sampling(std::move(sample), std::move(sample_rows));
     Napi::Promise p = worker->Promise();
     worker->Queue();
@@ -513,10 +520,15 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     void OnProgress(const double* data, size_t count) override {
       if (on_progress_.IsEmpty() || count == 0) return;
       Napi::HandleScope scope(Env());
-      on_progress_.Call({Napi::Number::New(Env(), data[count - 1])});  // a throw surfaces as an uncaught exception
+      try {
+        on_progress_.Call({Napi::Number::New(Env(), data[count - 1])});
+      } catch (const Napi::Error& e) {  // the callback threw: repack() rejects with it once the work is done
+        if (progress_error_.IsEmpty()) progress_error_ = Napi::Persistent(e.Value());
+      }
     }
     void OnOK() override {
       state_->busy.store(false);
+      if (!progress_error_.IsEmpty()) return deferred_.Reject(progress_error_.Value());
       deferred_.Resolve(Env().Undefined());
     }
     void OnError(const Napi::Error& e) override {
@@ -528,6 +540,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     Napi::Promise::Deferred deferred_;
     std::shared_ptr<ModelState> state_;
     Napi::FunctionReference on_progress_;
+    Napi::ObjectReference progress_error_;
   };
 
   // repack(onProgress?: (fraction) => void) -> Promise<void>: the int8 repacking of the weights
