@@ -46,7 +46,10 @@ void convert(ThreadPool& pool, const void* src, DType st, void* dst, DType dt, i
   const int64_t nblocks = n / blk;
   const auto* s8 = static_cast<const uint8_t*>(src);
   auto* d8 = static_cast<uint8_t*>(dst);
-  pool.parallel_for(nblocks, 4096 / blk + 1, [&](int64_t b0, int64_t b1) {
+  // Cost units per element: the k-quant encoders search scales (hundreds of operations per value);
+  // q8_0 / q4_0 take an absmax and a rounding; the rest are conversions.
+  const Cost elem_cost = (dt == DType::Q4_K || dt == DType::Q6_K) ? 256 : (dt == DType::Q8_0 || dt == DType::Q4_0) ? 16 : 4;
+  pool.parallel_for(nblocks, 4096 / blk + 1, elem_cost * blk, [&](int64_t b0, int64_t b1) {
     const int64_t e0 = b0 * blk, cnt = (b1 - b0) * blk;
     const void* s = s8 + dtype_bytes(st, e0);
     void* d = d8 + dtype_bytes(dt, e0);

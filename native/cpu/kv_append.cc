@@ -12,7 +12,8 @@ void kv_append(ThreadPool& pool, const float* k, const float* v, const int32_t* 
   const int32_t H = kv.n_kv_heads, D = kv.head_dim;
   const Kernels& K = kernels();
   // k, v (tokens, H, D) -> pages (num_pages, page_size, H, D)
-  pool.parallel_for(tokens, 16, [&](int64_t t0, int64_t t1) {
+  // Cost per token: K and V rows read as f32 and written (f16 or f32), ~6 units per value each.
+  pool.parallel_for(tokens, 16, (Cost)H * D * 12, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; t++) {
       const int64_t dst = kv.offset(batch_indices[t], positions[t], 0);  // heads are contiguous
       const float* ks = k + t * H * D;

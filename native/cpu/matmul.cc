@@ -71,7 +71,12 @@ void matmul_multi(ThreadPool& pool, const float* x, int64_t m, int64_t k, const 
         first_tile[c + 1] = first_tile[c] + packed[c]->packed->n_tiles;
       }
       const QuantRows& xr = xq;
-      pool.parallel_for(first_tile[n_packed], 1, [&](int64_t u0, int64_t u1) {
+      // Cost of a tile (ThreadPool units): its bytes streamed, plus 16 x k x m int8 products at
+      // ~1/4 unit each (they matter from a few rows of x on).
+      Cost tile_bytes = 0;
+      for (int c = 0; c < n_packed; c++) tile_bytes += packed[c]->packed->n_tiles * packed[c]->packed->tile_bytes;
+      const Cost tile_cost = tile_bytes / std::max<int64_t>(first_tile[n_packed], 1) + kTileRows * k * m / 4;
+      pool.parallel_for(first_tile[n_packed], 1, tile_cost, [&](int64_t u0, int64_t u1) {
         for (int c = 0; c < n_packed; c++) {
           const int64_t a = std::max(u0, first_tile[c]), b = std::min(u1, first_tile[c + 1]);
           if (a < b) packed_matmul_tiles(*packed[c]->packed, xr, packed[c]->y, packed[c]->n, a - first_tile[c], b - first_tile[c]);
@@ -114,7 +119,12 @@ void matmul_multi(ThreadPool& pool, const float* x, int64_t m, int64_t k, const 
     auto dot48 = dot_q4_0_q8_0_scalar;
 #endif
     const BlockQ8_0* xqd = xq.data();
-    pool.parallel_for(total, 8, [&](int64_t u0, int64_t u1) {
+    // Cost of a weight row (ThreadPool units): its bytes streamed once, and k multiply-adds for
+    // every further row of x (the row is in cache by then).
+    Cost row_bytes = 0;
+    for (int c = 0; c < count; c++) row_bytes += jobs[c].n * dtype_bytes(jobs[c].w_dtype, k);
+    const Cost row_cost = row_bytes / std::max<int64_t>(total, 1) + (m - 1) * k;
+    pool.parallel_for(total, 8, row_cost, [&](int64_t u0, int64_t u1) {
       for (int64_t u = u0; u < u1; u++) {
         const MatmulJob& jb = jobs[job_of(u)];
         const int64_t j = u - first[&jb - jobs];
@@ -131,7 +141,10 @@ void matmul_multi(ThreadPool& pool, const float* x, int64_t m, int64_t k, const 
     return;
   }
 
-  pool.parallel_for(total, 1, [&](int64_t t0, int64_t t1) {
+  // Cost of a panel (ThreadPool units): nr x k weights dequantised and transposed (~2 each), then
+  // m x nr x k multiply-adds.
+  const Cost panel_cost = (Cost)nr * k * (m + 2);
+  pool.parallel_for(total, 1, panel_cost, [&](int64_t t0, int64_t t1) {
     thread_local std::vector<float> panel, row;
     panel.resize(k * nr);
     row.resize(k);

@@ -52,7 +52,8 @@ inline bool better(float v, int32_t i, float bv, int32_t bi) { return v > bv || 
 void top_k_rows(ThreadPool& pool, const float* x, int64_t rows, int64_t n, int k, int32_t* idx, float* val) {
   if (k <= 0) return;
   // One row per task; a row keeps its best k in a small sorted array (k is small when sampling).
-  pool.parallel_for(rows, 1, [&](int64_t r0, int64_t r1) {
+  // ~2 cost units per value (a compare; few reach the insertion).
+  pool.parallel_for(rows, 1, (Cost)n * 2, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
       const float* xr = x + r * n;
       int32_t* ir = idx + r * k;

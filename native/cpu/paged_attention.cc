@@ -48,7 +48,18 @@ void run(ThreadPool& pool, const float* q, const int32_t* qo_indptr, const Paged
     multi.push_back(b);
     max_blocks = std::max(max_blocks, (nq + block_tokens - 1) / block_tokens);
   }
-  const int32_t range_tokens = block_tokens * blocks_per_item((int64_t)multi.size() * Hkv, max_blocks, pool.size());
+  // Cost (ThreadPool units) of the blocked sequences: per kv head, every key packed once (~4 units
+  // per value) and two multiply-adds per (query row, visible key, dim); it sets how many threads
+  // (and so how many items) the loop gets.
+  Cost multi_cost = 0;
+  for (int32_t b : multi) {
+    const int64_t nq = qo_indptr[b + 1] - qo_indptr[b], L = kv.seq_len(b), prefix = L - nq;
+    const int64_t visible = tree ? nq * L : nq * prefix + nq * (nq + 1) / 2;  // (query, key) pairs
+    multi_cost += Hkv * (L * D * 4 + visible * group * D * 2);
+  }
+  const int64_t max_items = (int64_t)multi.size() * Hkv * max_blocks;
+  const int multi_threads = pool.threads_for(max_items, 1, multi_cost / std::max<int64_t>(max_items, 1));
+  const int32_t range_tokens = block_tokens * blocks_per_item((int64_t)multi.size() * Hkv, max_blocks, multi_threads);
   struct Item { int32_t b, hk, i0, i1; };
   std::vector<Item> blocked;
   for (int32_t b : multi) {
@@ -57,7 +68,8 @@ void run(ThreadPool& pool, const float* q, const int32_t* qo_indptr, const Paged
       for (int32_t i0 = 0; i0 < nq; i0 += range_tokens) blocked.push_back({b, hk, i0, std::min(nq, i0 + range_tokens)});
   }
 
-  pool.parallel_for((int64_t)blocked.size(), 1, [&](int64_t w0, int64_t w1) {
+  const Cost item_cost = multi_cost / std::max<int64_t>((int64_t)blocked.size(), 1);
+  pool.parallel_for((int64_t)blocked.size(), 1, item_cost, [&](int64_t w0, int64_t w1) {
     thread_local std::vector<int64_t> rows;
     thread_local std::vector<float> qs;
     thread_local PackedKvRows pk;
@@ -95,10 +107,20 @@ void run(ThreadPool& pool, const float* q, const int32_t* qo_indptr, const Paged
 
   // One query token at a time, all heads of a GQA group together: each K and V row is read once
   // for the group. Work items are (query token, kv head).
+  // Cost (ThreadPool units) per key of an item: K and V rows read, group x D multiply-adds for the
+  // scores and as many for the output, and an exp per score.
   std::vector<int64_t> queries;  // token indices
-  for (int32_t b : single)
-    for (int32_t t = qo_indptr[b]; t < qo_indptr[b + 1]; t++) queries.push_back(t);
-  pool.parallel_for((int64_t)queries.size() * Hkv, 1, [&](int64_t w0, int64_t w1) {
+  int64_t keys = 0;              // keys scanned, summed over the queries
+  for (int32_t b : single) {
+    const int32_t nq = qo_indptr[b + 1] - qo_indptr[b], L = kv.seq_len(b);
+    for (int32_t t = qo_indptr[b]; t < qo_indptr[b + 1]; t++) {
+      queries.push_back(t);
+      keys += tree ? L : L - nq + (t - qo_indptr[b]) + 1;
+    }
+  }
+  const Cost key_cost = (Cost)D * (2 * (Cost)sizeof(KV) + 2 * group) + 8 * group;
+  const int64_t single_items = (int64_t)queries.size() * Hkv;
+  pool.parallel_for(single_items, 1, keys * Hkv * key_cost / std::max<int64_t>(single_items, 1), [&](int64_t w0, int64_t w1) {
     thread_local std::vector<int64_t> rows;
     thread_local std::vector<float> scores;
     for (int64_t w = w0; w < w1; w++) {

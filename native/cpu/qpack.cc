@@ -186,7 +186,8 @@ std::unique_ptr<PackedWeight> pack_weight(const void* w, DType t, int64_t n, int
     for (int64_t tile = t0; tile < t1 && ok.load(std::memory_order_relaxed); tile++)
       if (!pack_tile(static_cast<const uint8_t*>(w), t, n, k, *pw, tile)) ok.store(false);
   };
-  if (pool != nullptr) pool->parallel_for(pw->n_tiles, 4, run);
+  // Decoding a source block and re-laying its codes: ~16 cost units per value.
+  if (pool != nullptr) pool->parallel_for(pw->n_tiles, 4, (Cost)kTileRows * k * 16, run);
   else run(0, pw->n_tiles);
   if (!ok.load()) return nullptr;
   return pw;
@@ -244,7 +245,7 @@ void quantize_rows(ThreadPool* pool, const float* x, int64_t m, int64_t k, Quant
 #if defined(__x86_64__) || defined(_M_X64)
   if (int8_path_active()) {
     out.resize(m, k);
-    if (pool != nullptr && m >= 8) pool->parallel_for(m, 4, [&](int64_t r0, int64_t r1) { quantize_rows_avx512(x, k, out, r0, r1); });
+    if (pool != nullptr && m >= 8) pool->parallel_for(m, 4, (Cost)k * 4, [&](int64_t r0, int64_t r1) { quantize_rows_avx512(x, k, out, r0, r1); });
     else quantize_rows_avx512(x, k, out, 0, m);
     if (m >= 16 && amx_enabled()) out.build_tiles();
     return;

@@ -11,12 +11,14 @@ namespace tessera::cpu {
 namespace {
 // Rows per parallel chunk so that a chunk holds at least ~16k elements.
 int64_t row_grain(int64_t n) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1)); }
+// Cost units per element (ThreadPool): a sum of squares, then a scaled copy.
+constexpr Cost kElemCost = 4;
 }  // namespace
 
 void rmsnorm(ThreadPool& pool, const float* x, const float* weight, float* y, int64_t rows,
              int64_t n, float eps) {
   const Kernels& K = kernels();
-  pool.parallel_for(rows, row_grain(n), [&](int64_t r0, int64_t r1) {
+  pool.parallel_for(rows, row_grain(n), kElemCost * n, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; r++) {
       const float* xr = x + r * n;
       float* yr = y + r * n;

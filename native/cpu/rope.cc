@@ -17,7 +17,9 @@ void rope(ThreadPool& pool, float* x, const int32_t* positions, int64_t tokens, 
   const int32_t stride = p.mode == RopeMode::NeoX ? half : 1;  // distance between pair members
   const int32_t step = p.mode == RopeMode::NeoX ? 1 : 2;       // distance between pairs
 
-  pool.parallel_for(tokens, 4, [&](int64_t t0, int64_t t1) {
+  // Cost per token (ThreadPool units): a double cos and sin per pair (~30 ns), then every head.
+  const Cost token_cost = (Cost)half * 300 + (Cost)heads * head_dim * 2;
+  pool.parallel_for(tokens, 4, token_cost, [&](int64_t t0, int64_t t1) {
     thread_local std::vector<float> cs;
     cs.resize(2 * half);
     for (int64_t t = t0; t < t1; t++) {

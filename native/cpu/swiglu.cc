@@ -10,7 +10,8 @@ namespace tessera::cpu {
 
 void swiglu(ThreadPool& pool, const float* gate, const float* up, float* y, int64_t n) {
   const Kernels& K = kernels();
-  pool.parallel_for(n, 16384, [&](int64_t i0, int64_t i1) { K.swiglu(gate + i0, up + i0, y + i0, i1 - i0); });
+  // ~8 cost units per element (an exp and a divide); one chunk of at least 16k elements.
+  pool.parallel_for(n, 16384, 8, [&](int64_t i0, int64_t i1) { K.swiglu(gate + i0, up + i0, y + i0, i1 - i0); });
 }
 
 }  // namespace tessera::cpu

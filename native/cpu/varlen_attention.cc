@@ -27,7 +27,16 @@ void varlen_attention(ThreadPool& pool, const float* q, const float* k, const fl
       units += Hkv;
       max_blocks = std::max(max_blocks, (batch.len(b) + block_tokens - 1) / block_tokens);
     }
-  const int32_t range_tokens = block_tokens * blocks_per_item(units, max_blocks, pool.size());
+  // Cost (ThreadPool units): per (sequence, kv head) every key packed once (~4 units per value) and
+  // two multiply-adds per (query row, causal key, dim); it sets the threads (and so the items).
+  Cost cost = 0;
+  for (int32_t b = 0; b < batch.num_seqs; b++) {
+    const int64_t n = batch.len(b);
+    cost += Hkv * (n * D * 4 + n * (n + 1) / 2 * group * D * 2);
+  }
+  const int64_t max_items = units * max_blocks;
+  const int threads = pool.threads_for(max_items, 1, cost / std::max<int64_t>(max_items, 1));
+  const int32_t range_tokens = block_tokens * blocks_per_item(units, max_blocks, threads);
   struct Item { int32_t b, hk, i0, i1; };
   std::vector<Item> items;
   for (int32_t b = 0; b < batch.num_seqs; b++)
@@ -35,7 +44,7 @@ void varlen_attention(ThreadPool& pool, const float* q, const float* k, const fl
       for (int32_t i0 = 0; i0 < batch.len(b); i0 += range_tokens)
         items.push_back({b, hk, i0, std::min(batch.len(b), i0 + range_tokens)});
   // q (T, Hq, D) · k, v (T, Hkv, D)
-  pool.parallel_for((int64_t)items.size(), 1, [&](int64_t w0, int64_t w1) {
+  pool.parallel_for((int64_t)items.size(), 1, cost / std::max<int64_t>((int64_t)items.size(), 1), [&](int64_t w0, int64_t w1) {
     thread_local std::vector<float> qs;
     thread_local PackedKvRows pk;
     for (int64_t w = w0; w < w1; w++) {

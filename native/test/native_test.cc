@@ -16,9 +16,11 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <numeric>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tessera/check.h"
@@ -977,6 +979,70 @@ TEST_CASE(threadpool_exceptions) {
   }
 }
 
+// Work-size rule: a loop gets one thread per min_chunk_cost() units of work (at most the pool's
+// size and its item count over grain); a small loop runs inline on the caller and wakes nobody,
+// a large one is shared by the workers; either way every item runs exactly once.
+TEST_CASE(threadpool_work_size) {
+  const Cost kMin = ThreadPool::kDefaultMinChunkCost;
+  ThreadPool pool(3, kMin);
+  EXPECT(pool.threads_for(1000, 1, 1) == 1, "1000 units: %d threads", pool.threads_for(1000, 1, 1));
+  EXPECT(pool.threads_for(1000, 1, -1) == 3, "unknown cost: %d threads", pool.threads_for(1000, 1, -1));
+  EXPECT(pool.threads_for(1000, 1, 2 * kMin / 1000 + 1) == 2, "two chunks' worth: %d", pool.threads_for(1000, 1, 2 * kMin / 1000 + 1));
+  EXPECT(pool.threads_for(1000, 1, kMin) == 3, "1000 chunks' worth: %d", pool.threads_for(1000, 1, kMin));
+  EXPECT(pool.threads_for(2, 1, 100 * kMin) == 2, "2 items: %d", pool.threads_for(2, 1, 100 * kMin));
+  EXPECT(pool.threads_for(1000, 600, kMin) == 2, "grain 600 of 1000: %d", pool.threads_for(1000, 600, kMin));
+  EXPECT(pool.threads_for(1000, 1000, kMin) == 1, "one grain: %d", pool.threads_for(1000, 1000, kMin));
+  ThreadPool split(3, 0);
+  EXPECT(split.threads_for(1000, 1, 1) == 3, "min_chunk_cost 0 splits by grain alone: %d", split.threads_for(1000, 1, 1));
+  ThreadPool one(1, kMin);
+  EXPECT(one.threads_for(1000, 1, kMin) == 1, "pool of 1: %d", one.threads_for(1000, 1, kMin));
+
+  // Runs a loop of n items, each sleeping `us` microseconds; returns the distinct threads that ran
+  // chunks, after checking that the items summed to the right total.
+  auto run = [&](int64_t n, Cost item_cost, int us, const char* what) {
+    std::mutex mu;
+    std::vector<std::thread::id> ids;
+    std::atomic<int64_t> sum{0};
+    pool.parallel_for(n, 1, item_cost, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; i++) {
+        sum += i;
+        if (us > 0) std::this_thread::sleep_for(std::chrono::microseconds(us));
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      if (std::find(ids.begin(), ids.end(), std::this_thread::get_id()) == ids.end()) ids.push_back(std::this_thread::get_id());
+    });
+    EXPECT(sum.load() == n * (n - 1) / 2, "%s: sum %lld", what, (long long)sum.load());
+    return ids;
+  };
+  for (int rep = 0; rep < 3; rep++) {
+    // Large: 64 items of 1 ms; the workers (asleep at first) take chunks while the caller works.
+    const std::vector<std::thread::id> large = run(64, kMin, 1000, "large loop");
+    EXPECT(large.size() >= 2, "large loop ran on %d thread(s)", (int)large.size());
+    // Small: inline on the caller, even with the workers spinning right after a parallel loop.
+    const std::vector<std::thread::id> small = run(1000, 1, 0, "small loop");
+    EXPECT(small.size() == 1 && small[0] == std::this_thread::get_id(), "small loop ran on %d threads / not the caller",
+           (int)small.size());
+    // Two chunks' worth: the caller and worker 1 at most, whatever the load.
+    const std::vector<std::thread::id> two = run(64, 2 * kMin / 64 + 1, 200, "two-chunk loop");
+    EXPECT(two.size() <= 2, "two-chunk loop ran on %d threads", (int)two.size());
+    std::this_thread::sleep_for(std::chrono::milliseconds(rep));  // 1 ms: the workers fall asleep
+  }
+  // Many short loops back to back on a pool that splits them all: workers arrive late, find a loop
+  // finished or the next one started, and must claim nothing twice nor from the wrong loop.
+  std::vector<std::atomic<int>> hits(97);
+  for (int loop = 0; loop < 4000; loop++) {
+    const int64_t n = 1 + loop % 97;
+    for (int64_t i = 0; i < n; i++) hits[i].store(0, std::memory_order_relaxed);
+    split.parallel_for(n, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; i++) hits[i].fetch_add(loop + 1, std::memory_order_relaxed);
+    });
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++) bad += hits[i].load() != loop + 1;
+    EXPECT(bad == 0, "loop %d (n %lld): %lld items not run exactly once by this loop", loop, (long long)n, (long long)bad);
+    if (bad != 0) break;
+  }
+}
+
 TEST_CASE(pack_weight_refuses_unrepresentable_scales) {
   // q6_k with d = 65504 (f16 max) and a scale of 127: d*sc does not fit in f16.
   std::vector<BlockQ6_K> w(1);
@@ -1816,7 +1882,9 @@ int main() {
   }
   set_active_isa(best_isa());
   g_pool1.reset(new ThreadPool(1));
-  g_pool3.reset(new ThreadPool(3));
+  // Pool 3 splits every loop by its grain alone (min_chunk_cost 0), so the small shapes of these
+  // tests still run the kernels' parallel paths; the default pool applies the work-size rule.
+  g_pool3.reset(new ThreadPool(3, 0));
   ThreadPool& def = default_pool();
   for (const CpuIsa isa : g_isas) {
     g_backends.push_back({isa, &def, strf("[%s, default pool %d]", isa_name(isa), def.size())});
