@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DisposedError, loadModel, type Completion, type GenerateOptions, type LoadProgress, type Model } from '../lib';
 import { addon, demoModelPath, nativeInfo } from '../lib/native';
+import { mulberry32 as rng } from './reference';
 
 const ROOT = path.resolve(__dirname, '..');
 const MODEL = demoModelPath; // stories260K Q8_0, in the repo
@@ -293,18 +294,6 @@ describe('loading', () => {
     await expect(loadModel(MODEL, { onProgress: 3 as never })).rejects.toThrow(/expected a function for onProgress/);
   });
 });
-
-/** mulberry32: a small seeded generator, so a failing seed can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const PROMPTS = ['Once upon a time', 'The cat', 'Lily and Ben', 'One day', 'The sun was hot and', 'Tom had a big red ball'];
 const LOGIT_IDS = [1, 403, 407, 261, 461, 2, 1, 9, 286];

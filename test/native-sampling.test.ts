@@ -8,24 +8,13 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Rng, Sampler, argmax, validateSamplingOptions, type SamplingOptions } from '../dist/sampling.js';
 import { addon, nativeSamplingOptions, type NativeModel, type NativeSampled } from '../dist/native.js';
 import { STORIES } from './data';
+import { mulberry32 } from './reference';
 
 const native = addon();
 const threadsBefore = native.info().threads;
 afterAll(() => {
   native.setThreads(threadsBefore);
 });
-
-// Test data from its own generator (mulberry32), independent of the library's Rng.
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** rows x V gaussian logits (sigma), rounded to `quantum` when given (ties), with some -Infinity. */
 function randomRows(seed: number, rows: number, V: number, sigma: number, quantum = 0, banned = 0): Float32Array {

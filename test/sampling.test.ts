@@ -11,20 +11,10 @@ import {
   validateSamplingOptions,
   type SamplingOptions,
 } from '../dist/sampling.js';
+import { mulberry32 } from './reference';
 
 // -------------------------------------------------------------------------------------------
-// Test data: its own generator (mulberry32), independent of the library's Rng.
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// Test data: its own generator (mulberry32, from reference.ts), independent of the library's Rng.
 
 function gaussianRow(seed: number, V: number, sigma: number, quantum = 0): Float32Array {
   const rnd = mulberry32(seed);
