@@ -423,6 +423,20 @@ describe('native sampling in the forward step (stories260K)', () => {
       expect(() => model.forward({ ...step, sample: { rows: i32([1]), options: [o], rngStates: st } })).toThrow(RangeError);
       expect(() => model.forward({ ...step, sample: { rows: i32([0]), options: [o, o], rngStates: st } })).toThrow(/rows|rngStates/);
       expect(() => model.forward({ ...step, sample: { rows: i32([0]), options: [{ ...o, topP: 2 }], rngStates: st } })).toThrow(/topP/);
+      // A history id the penalties would read is refused before the step, naming its request.
+      const pen = { ...o, repeatPenalty: 1.2 };
+      const histories = [i32([1, V + 5, 2])];
+      expect(() => model.forward({ ...step, sample: { rows: i32([0]), options: [pen], histories, rngStates: st } })).toThrow(
+        /histories\[0\]: sample: expected a token id in \[0, 512\) for history\[1\]/,
+      );
+      try {
+        model.forward({ ...step, sample: { rows: i32([0]), options: [pen], histories, rngStates: st } });
+      } catch (e) {
+        expect((e as { sampleIndex?: number }).sampleIndex).toBe(0);
+      }
+      // Outside the penalty window (the last penaltyLastN ids) it is not read, as in the reference.
+      await model.forward({ ...step, sample: { rows: i32([0]), options: [{ ...pen, penaltyLastN: 1 }], histories, rngStates: st } });
+      model.truncateSequence(s, 0);
       expect(model.sequenceLength(s)).toBe(0);
       const banAll = { ...o, biasIds: i32([...Array(V).keys()]), biasValues: new Float64Array(V).fill(-Infinity) };
       await expect(model.forward({ ...step, sample: { rows: i32([0]), options: [banAll], rngStates: st } })).rejects.toThrow(/no token left/);

@@ -17,7 +17,9 @@ StepPlan::StepPlan(KvCache& kv, const ForwardBatch& b, const LlamaConfig& cfg, i
   if (b.n_seqs < 0 || T < 0) throw_range("forward: negative batch size");
   int64_t total = 0, tree_len = 0;
   for (int32_t s = 0; s < b.n_seqs; s++) {
-    if (b.seq_n_tokens[s] < 1) throw_range("forward: every sequence in a step needs at least one token");
+    if (b.seq_n_tokens[s] < 1)
+      throw_range("forward: seqTokens[" + std::to_string(s) + "] = " + std::to_string(b.seq_n_tokens[s]) +
+                  ": every sequence in a step needs at least one token");
     if (!kv.has_sequence(b.seq_ids[s])) throw_range("forward: unknown sequence id " + std::to_string(b.seq_ids[s]));
     const int64_t end = (int64_t)kv.length(b.seq_ids[s]) + b.seq_n_tokens[s];
     if (end > max_seq_len)
@@ -32,7 +34,9 @@ StepPlan::StepPlan(KvCache& kv, const ForwardBatch& b, const LlamaConfig& cfg, i
       throw_range("forward: token id " + std::to_string(b.tokens[t]) + " at position " + std::to_string(t) +
                   " is outside the vocabulary [0, " + std::to_string(V) + ")");
   for (int32_t r = 0; r < b.n_logit_rows; r++)
-    if (b.logit_rows[r] < 0 || b.logit_rows[r] >= T) throw_range("forward: logit row " + std::to_string(b.logit_rows[r]) + " is out of range");
+    if (b.logit_rows[r] < 0 || b.logit_rows[r] >= T)
+      throw_range("forward: logitRows[" + std::to_string(r) + "] = " + std::to_string(b.logit_rows[r]) + " is out of range [0, " +
+                  std::to_string(T) + ")");
 
   pos.resize(T), slot.resize(T), bidx.resize(T), qo.assign(b.n_seqs + 1, 0), old_len.resize(b.n_seqs);
   for (int32_t s = 0, t = 0; s < b.n_seqs; s++) {

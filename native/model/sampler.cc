@@ -692,16 +692,21 @@ std::string no_token_left(int32_t V) {
          " logits are -Infinity after logitBias and penalties";
 }
 
+bool penalties_on(const SamplingParams& o) {
+  return o.penalty_last_n != 0 && (o.repeat_penalty != 1 || o.presence_penalty != 0 || o.frequency_penalty != 0);
+}
+
+// The first history entry the penalties read.
+int64_t penalty_start(const SamplingParams& o, int64_t len) {
+  return o.penalty_last_n < 0 ? 0 : std::max<int64_t>(0, len - o.penalty_last_n);
+}
+
 // Sampler.applyPenalties; "" or the error.
 std::string apply_penalties(Ws& w, float* L, const SamplingParams& o, const int32_t* history, int64_t len, int32_t V) {
-  if (o.penalty_last_n == 0 || (o.repeat_penalty == 1 && o.presence_penalty == 0 && o.frequency_penalty == 0)) return "";
-  const int64_t start = o.penalty_last_n < 0 ? 0 : std::max<int64_t>(0, len - o.penalty_last_n);
-  for (int64_t i = start; i < len; i++) {
-    const int32_t t = history[i];
-    if (t < 0 || t >= V)
-      return "sample: expected a token id in [0, " + std::to_string(V) + ") for history[" + std::to_string(i) +
-             "] but received " + std::to_string(t) + " of type number";
-  }
+  if (!penalties_on(o)) return "";
+  const std::string bad = check_history(o, history, len, V);
+  if (!bad.empty()) return bad;
+  const int64_t start = penalty_start(o, len);
   int64_t n_touched = 0;
   for (int64_t i = start; i < len; i++) {
     const int32_t t = history[i];
@@ -719,6 +724,17 @@ std::string apply_penalties(Ws& w, float* L, const SamplingParams& o, const int3
 }
 
 }  // namespace
+
+std::string check_history(const SamplingParams& o, const int32_t* history, int64_t len, int32_t V) {
+  if (!penalties_on(o)) return "";
+  for (int64_t i = penalty_start(o, len); i < len; i++) {
+    const int32_t t = history[i];
+    if (t < 0 || t >= V)
+      return "sample: expected a token id in [0, " + std::to_string(V) + ") for history[" + std::to_string(i) +
+             "] but received " + std::to_string(t) + " of type number";
+  }
+  return "";
+}
 
 SamplerRng SamplerRng::from_seed(int64_t seed) {
   SamplerRng r;

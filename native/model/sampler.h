@@ -69,6 +69,10 @@ struct SampleResult {
 // returns "" or a message naming the option.
 std::string check_sampling_params(const SamplingParams& p, int32_t vocab);
 
+// Checks the history ids the penalties of `p` will read (its last penalty_last_n; none when no
+// penalty is on); returns "" or the reference's message naming history[i].
+std::string check_history(const SamplingParams& p, const int32_t* history, int64_t len, int32_t vocab);
+
 // Samples one row (Sampler.sample). Thread-safe (scratch space is per thread).
 SampleResult sample_row(const SampleRequest& req, int32_t vocab);
 

@@ -462,6 +462,15 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
       if (!sv.IsObject()) throw Napi::TypeError::New(env, "forward: sample must be an object");
       Napi::Object so = sv.As<Napi::Object>();
       sample = read_sample_batch(env, so, s.model->config().n_vocab, "forward: sample");
+      // A bad history id would only show after the whole step ran: refuse it now, naming its request.
+      for (int64_t i = 0; i < sample.size(); i++) {
+        const std::string bad = check_history(sample.params[i], sample.histories[i].data(), (int64_t)sample.histories[i].size(),
+                                              s.model->config().n_vocab);
+        if (bad.empty()) continue;
+        Napi::Error e = Napi::RangeError::New(env, "forward: sample: histories[" + std::to_string(i) + "]: " + bad);
+        e.Set("sampleIndex", Napi::Number::New(env, (double)i));
+        throw e;
+      }
       Napi::Value rv = so.Get("rows");
       if (!rv.IsTypedArray() || rv.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
         throw Napi::TypeError::New(env, "forward: sample.rows must be an Int32Array");
