@@ -260,12 +260,13 @@ export class Model {
       throw rangeError(where, 'prompt', `has ${promptIds.length} tokens, more than the context size (${ctx})`);
     }
 
+    const sampler = new Sampler(sampling, this.info.vocabSize, where); // also checks logitBias ids against the vocabulary
     let banned = 0;
-    for (const [id, b] of sampling.logitBias) if (b === -Infinity && id < this.info.vocabSize) banned++;
+    for (const b of sampling.logitBias.values()) if (b === -Infinity) banned++;
     if (banned === this.info.vocabSize) throw rangeError(where, 'logitBias', 'bans every token of the vocabulary (-Infinity for all of them)');
     const request = new GenerationRequest({
       promptIds,
-      sampler: new Sampler(sampling, this.info.vocabSize),
+      sampler,
       decoder: this.tokenizer.createDecoder({ stripLeadingSpace: false }), // a continuation keeps its first space
       eog: this.tokenizer.eogIds,
       stopTokens,
