@@ -49,15 +49,7 @@ type Args = Record<string, unknown>;
  * two parallel arrays (see nativeSamplingOptions). Validated again natively (RangeError naming
  * the option).
  */
-export interface NativeSamplingOptions {
-  temperature: number;
-  topK: number;
-  topP: number;
-  minP: number;
-  repeatPenalty: number;
-  presencePenalty: number;
-  frequencyPenalty: number;
-  penaltyLastN: number;
+export interface NativeSamplingOptions extends Omit<ResolvedSamplingOptions, 'logitBias' | 'seed'> {
   biasIds?: Int32Array;
   biasValues?: Float64Array;
 }
